@@ -1,0 +1,90 @@
+"""Start-up shared by every front end (`nanocode chat`, `chat --plain`, `nanocode run`).
+
+Two phases, so that a front end can show itself before the slow part:
+- `prepare(...)`: the checks that can fail with a clear message: find the model directory, check the
+  --allow list and the workspace, open (or resume) the session. Raises SetupError. (A second or two:
+  finding the model imports nanocode.checkpoint, hence JAX.)
+- `Setup.load()`: load the weights and tokenizer, build the sampler and the Agent (seconds: JAX import
+  and compilation). `Agent.warm_up()` then compiles the first reply's programs ahead of the user's Enter.
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.permissions import Permissions, PermissionsError, parse_allow
+from agent.session import Session, SessionError
+
+
+class SetupError(RuntimeError):
+    """Start-up cannot go on; the message says why and what to run."""
+
+
+@dataclass
+class Setup:
+    model_dir: Path
+    workspace: Path
+    permissions: Permissions
+    session: Session | None
+    max_steps: int = 20
+    temperature: float = 0.0
+    record_preferences: bool = True
+    notes: list[str] = field(default_factory=list)  # lines for the start-up banner
+
+    @property
+    def model_name(self) -> str:
+        return self.model_dir.name
+
+    def load(self):
+        """The Agent over the real model (slow: imports JAX, reads the weights). Front ends then call
+        `agent.warm_up()` in the background to compile what a first request runs."""
+        from agent.loop import Agent
+        from agent.source import SamplerSource
+        from nanocode.checkpoint import CheckpointError, load_model
+        from nanocode.sampler import Sampler
+
+        try:
+            model, tok, _info = load_model(self.model_dir)
+        except CheckpointError as e:
+            raise SetupError(str(e)) from e
+        source = SamplerSource(Sampler(model), context_len=model.config.seq_len)
+        return Agent(source, tok, self.workspace, self.permissions, max_steps=self.max_steps,
+                     session=self.session, temperature=self.temperature,
+                     record_preferences=self.record_preferences)
+
+
+def prepare(*, model: Path | None = None, cwd: Path | None = None, allow: str | list[str] | None = None,
+            yes: bool = False, resume: bool = False, session_id: str | None = None, max_steps: int = 20,
+            temperature: float = 0.0, save_session: bool = True, record_preferences: bool = True,
+            home: Path | None = None) -> Setup:
+    from nanocode.checkpoint import CheckpointError, find_model
+
+    if session_id is not None and not resume:
+        raise SetupError(f"a session id ({session_id!r}) was given without --resume; "
+                         f"use --resume {session_id}")
+    if max_steps < 1:
+        raise SetupError(f"--max-steps must be at least 1, got {max_steps}")
+    workspace = (cwd or Path.cwd()).expanduser()
+    if not workspace.is_dir():
+        raise SetupError(f"--cwd {workspace} is not a directory; give the repository to work in")
+    workspace = workspace.resolve()
+    try:
+        permissions = Permissions(parse_allow(allow), yes=yes)
+    except PermissionsError as e:
+        raise SetupError(str(e)) from None
+    try:
+        model_dir = find_model(model)
+    except CheckpointError as e:  # its message names the command that trains or points to a model
+        raise SetupError(str(e)) from None
+    notes = [permissions.summary()]
+    session = None
+    if resume:
+        try:
+            session = Session.load(session_id, home)
+        except SessionError as e:
+            raise SetupError(str(e)) from None
+        notes.append(f"resumed session {session.id} ({len(session.messages)} messages)")
+        if session.workspace and Path(session.workspace) != workspace:
+            notes.append(f"note: that session worked in {session.workspace}; this one works in {workspace}")
+    elif save_session:
+        session = Session.new(home, workspace=workspace, model=str(model_dir))
+    return Setup(Path(model_dir), workspace, permissions, session, max_steps=max_steps, temperature=temperature,
+                 record_preferences=record_preferences, notes=notes)
