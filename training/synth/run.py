@@ -1,0 +1,158 @@
+"""Run a command or the tests with Bash, and report what happened (a failure plainly, without fixing
+anything unasked)."""
+import random
+import re
+from pathlib import Path
+
+from training.synth import voice
+from training.synth.bugfix import probeable, required
+from training.synth.episode import Episode, Skip
+from training.synth.probe import probe
+from training.synth.sources import module_file_name
+from training.synth.tasks import Task, code, pick_file, pick_function, small_project
+
+NAME = "run"
+
+
+def make(files, rng: random.Random) -> Task | None:
+    return rng.choice([make_tests, make_tests, make_eval, make_wc, make_list])(files, rng)
+
+
+def test_file(module: str, name: str, probes) -> tuple[str, list[str]]:
+    tests, lines = [], [f"from {module} import {name}", "", ""]
+    for k, p in enumerate(probes, 1):
+        tests.append(f"test_{name.strip('_')}_{k}")
+        lines += [f"def {tests[-1]}():", f"    assert {name}({p.args}) == {p.result}", "", ""]
+    lines += ['if __name__ == "__main__":', f"    for test in ({', '.join(tests)},):", "        test()",
+              f'    print("all {len(tests)} tests passed")', ""]
+    return "\n".join(lines), tests
+
+
+TEST_REQUESTS = ["run the tests", "can you run the tests and tell me if they pass?", "do the tests pass?",
+                 "run `{test}` please", "Run the test file", "check whether the tests pass"]
+
+
+def make_tests(files, rng: random.Random) -> Task | None:
+    f = pick_file(files, rng, lambda f: any(probeable(g) for g in f.info.functions))
+    fn = pick_function(f, rng, probeable) if f else None
+    if fn is None:
+        return None
+    source = f.info.segment(fn.lineno, fn.end_lineno)
+    probes, mutants = probe(source, fn.name, required(fn), random.Random(rng.random()))
+    probes = [p for p in probes if len(p.result) <= 40][:3]
+    if len(probes) < 2:
+        return None
+    spec = small_project(files, rng)
+    rel = module_file_name(Path(f.rel).stem)
+    test_rel = f"test_{rel}"
+    if rel in spec.files or test_rel in spec.files:
+        return None
+    text, tests = test_file(rel[:-3], fn.name, probes)
+    spec.plant(rel, "", source)
+    spec.plant(test_rel, "", text)
+    broken = [m for m in mutants if m.probe < len(probes) and source.count(m.old) == 1]
+    buggy = bool(broken) and rng.random() < 0.5
+    if buggy:
+        m = rng.choice(broken)
+        spec.plant(rel, m.old, m.new)
+        failing, failing_probe = tests[m.probe], probes[m.probe]
+    request = rng.choice(TEST_REQUESTS).format(test=test_rel)
+    look_first = "test_" not in request and rng.random() < 0.5
+    cmd = f"python {test_rel}"
+
+    def script(ep: Episode) -> None:
+        ep.user(request)
+        if look_first:
+            ep.say(ep.pick(["let me see what's here first", "first, what files are there?"]))
+            ep.call("Bash", command="ls")
+        ep.say(ep.pick(voice.TEST_NOTES, cmd=cmd))
+        out = ep.call("Bash", expect_ok=not buggy, command=cmd).output
+        if not buggy:
+            ep.say(ep.rng.choice([f"all {len(tests)} tests pass :)", f"they pass! {len(tests)} of {len(tests)}.",
+                                  f"green: `{test_rel}` ran all {len(tests)} tests fine."]))
+        else:
+            if "AssertionError" not in out:
+                raise Skip("the failing test did not fail on its assert")
+            check = f"{fn.name}({failing_probe.args}) == {failing_probe.result}"
+            ep.say(ep.rng.choice([f"`{failing}` fails: the assert {code(check)} doesn't hold. want me to look into it?",
+                                  f"one failure: {code(check)} is false in `{failing}`. should i dig in?",
+                                  f"the tests fail at `{failing}` ({code(check)}). want me to investigate?"]),
+                   deny_failure=ep.rng.choice(["all good, the tests pass :)", "they pass, nothing to worry about."]))
+        ep.end()
+
+    return Task(NAME, spec, script, f.key, allowed_paths=[], faults=("deny_failure",) if buggy else (),
+                tags={"variant": "tests_fail" if buggy else "tests_pass"})
+
+
+EVAL_REQUESTS = ["what does {call} return? run it", "run {call} and tell me the result",
+                 "can you check what {call} gives?"]
+
+
+def make_eval(files, rng: random.Random) -> Task | None:
+    f = pick_file(files, rng, lambda f: any(probeable(g) for g in f.info.functions))
+    fn = pick_function(f, rng, probeable) if f else None
+    if fn is None:
+        return None
+    source = f.info.segment(fn.lineno, fn.end_lineno)
+    probes, _ = probe(source, fn.name, required(fn), random.Random(rng.random()), with_mutants=False)
+    probes = [p for p in probes if "\n" not in p.printed and p.printed.strip() and len(p.printed) <= 40]
+    if not probes:
+        return None
+    p = rng.choice(probes)
+    spec = small_project(files, rng)
+    rel = module_file_name(Path(f.rel).stem)
+    if rel in spec.files:
+        return None
+    spec.plant(rel, "", source)
+    call = f"{fn.name}({p.args})"
+    request = rng.choice(EVAL_REQUESTS).format(call=code(call))
+
+    def script(ep: Episode) -> None:
+        ep.user(request)
+        ep.say(ep.pick(["let me run it", "running it", "let me try it"]))
+        out = ep.call("Bash", command=f'python -c "from {rel[:-3]} import {fn.name}; print({call})"').output
+        if out != f"{p.printed}\n[exit code 0]":
+            raise Skip("unexpected output")
+        ep.say(ep.rng.choice([f"it returns {code(p.printed)}.", f"{code(call)} gives {code(p.printed)}.",
+                              f"{code(p.printed)} :)"]))
+        ep.end()
+
+    return Task(NAME, spec, script, f.key, allowed_paths=[], tags={"variant": "eval"})
+
+
+def make_wc(files, rng: random.Random) -> Task | None:
+    f = rng.choice(files)
+    spec = small_project(files, rng, extra=1)
+    rel = spec.add(f)
+    request = rng.choice(["how many lines does `{p}` have?", "count the lines in `{p}`", "how long is `{p}`?"]).format(p=rel)
+
+    def script(ep: Episode) -> None:
+        ep.user(request)
+        ep.say(ep.pick(["let me count", "`wc -l` will tell us", "counting"]))
+        out = ep.call("Bash", command=f"wc -l {rel}").output
+        m = re.match(r"\s*(\d+) ", out)
+        if m is None:
+            raise Skip("unexpected wc output")
+        ep.say(ep.rng.choice([f"`{rel}` has {m.group(1)} lines.", f"{m.group(1)} lines.",
+                              f"{m.group(1)} lines in `{rel}`."]))
+        ep.end()
+
+    return Task(NAME, spec, script, f.key, allowed_paths=[], tags={"variant": "wc"})
+
+
+def make_list(files, rng: random.Random) -> Task | None:
+    spec = small_project(files, rng, extra=rng.randint(1, 3))
+    request = rng.choice(["what python files are in here?", "list the python files", "which .py files do we have?"])
+
+    def script(ep: Episode) -> None:
+        ep.user(request)
+        ep.say(ep.pick(["let me list them", "a quick `find` will do", "listing them"]))
+        out = ep.call("Bash", command="find . -name '*.py' | sort").output
+        found = [line.removeprefix("./") for line in out.splitlines() if line.startswith("./")]
+        if not found or len(found) > 5:
+            raise Skip("unexpected file list")
+        listed = ", ".join(f"`{p}`" for p in found)
+        ep.say(f"{len(found)} of them: {listed}." if len(found) > 1 else f"just one: {listed}.")
+        ep.end()
+
+    return Task(NAME, spec, script, next(iter(spec.sources.values()), ""), allowed_paths=[], tags={"variant": "list"})
