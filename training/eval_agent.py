@@ -1,0 +1,149 @@
+"""`nanocode eval agent`: the agentic tasks of training/agent_tasks.py, each in its own temporary workspace,
+run through the real agent loop (agent/loop.py) with every call approved automatically, and scored by the
+workspace and the answer they leave.
+
+Reported: task success (overall and per kind), the share of tool calls that were well formed, tool calls
+per task, how turns ended, and a few transcripts (conversation JSON, DESIGN.md) to read.
+
+The agent loop lives in `agent/`, which training code must not import at module import time (DESIGN.md:
+training depends on nanocode and tools only, and must run where the UI libraries are absent). So every
+function here that needs it imports `agent.*` inside its body; agent.loop itself imports no UI library.
+"""
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from nanocode.tokenizer import Tokenizer
+from training.agent_tasks import AgentTask, Step
+from training.eval_results import Table, fmt
+
+# Error kinds the loop reports about the turn rather than about one call; any other Error kind is a
+# malformed tool call (the ToolCallError kinds of nanocode/template.py).
+TURN_ERRORS = frozenset({"context", "context_trimmed", "length", "max_steps", "repeated_failure", "internal",
+                         "error"})
+
+
+@dataclass
+class Episode:
+    messages: list[dict]                     # the conversation, as the session would store it
+    answer: str                              # the turn's final prose
+    end: str                                 # how the turn ended (TurnEnd.reason)
+    calls: list[tuple[str, dict, bool]]      # (tool, args, ok) of every call that ran
+    malformed: int                           # calls the loop could not parse
+    errors: list[str]                        # every Error event, "kind: message"
+
+
+def refuse_to_ask(call):
+    raise RuntimeError(f"the eval approves every call automatically; nothing should ask about {call.name}")
+
+
+def run_episode(workspace: Path, prompt: str, source, tok: Tokenizer, *, max_steps: int = 12,
+                max_reply_tokens: int = 512, ask=None, temperature: float = 0.0) -> Episode:
+    """One user request through the real agent loop in `workspace`. With ask=None every call is approved
+    (Permissions(yes=True)); otherwise `ask(ToolCall) -> (answer, note)` decides each call."""
+    from agent.events import Error, ToolCall, ToolResult, TurnEnd  # lazy: see the module docstring
+    from agent.loop import Agent
+    from agent.permissions import Permissions
+
+    agent = Agent(source, tok, workspace, Permissions(yes=ask is None), max_steps=max_steps,
+                  max_reply_tokens=max_reply_tokens, temperature=temperature, record_preferences=False)
+    pending: dict[int, ToolCall] = {}
+    calls, errors, malformed = [], [], 0
+    answer, end = "", "none"
+    for event in agent.run_turn(prompt, ask or refuse_to_ask):
+        if isinstance(event, ToolCall):
+            pending[event.call_id] = event
+        elif isinstance(event, ToolResult):
+            call = pending.pop(event.call_id)
+            calls.append((call.name, dict(call.args), event.ok))
+        elif isinstance(event, Error):
+            errors.append(f"{event.kind}: {event.message}")
+            malformed += event.kind not in TURN_ERRORS
+        elif isinstance(event, TurnEnd):
+            answer, end = event.text, event.reason
+    return Episode(agent.messages, answer, end, calls, malformed, errors)
+
+
+# --- scripted policies (for tests, and to check the suite's ceiling on a new machine) ---------------
+
+def step_ids(step: Step, tok: Tokenizer) -> list[int]:
+    """One generation of the scripted perfect policy: a short note and a tool call, or the final answer."""
+    if step.tool is None:
+        return tok.encode(step.text) + [tok.special("assistant_end")]
+    ids = tok.encode(f"let me use {step.tool}.\n") + [tok.special("tool_call_start")] + tok.encode(step.tool)
+    for name, value in step.args.items():
+        ids += [tok.special("tool_arg"), *tok.encode(name), tok.special("tool_val"), *tok.encode(value)]
+    return ids + [tok.special("tool_call_end")]
+
+
+def oracle_source(task: AgentTask, tok: Tokenizer, context_len: int = 4096):
+    """A token source that replays the task's scripted solution: it scores 100% when harness and tools work."""
+    from agent.source import ScriptedSource
+    return ScriptedSource([step_ids(s, tok) for s in task.solution], context_len=context_len)
+
+
+def idle_source(task: AgentTask, tok: Tokenizer, context_len: int = 4096):
+    """A token source that does nothing and says so: it scores 0%."""
+    from agent.source import ScriptedSource
+    return ScriptedSource([tok.encode("i'd rather not touch anything.") + [tok.special("assistant_end")]],
+                          context_len=context_len)
+
+
+# --- the suite -------------------------------------------------------------------------------------
+
+def evaluate(tasks: list[AgentTask], source_for, tok: Tokenizer, *, max_steps: int = 12,
+             max_reply_tokens: int = 512, temperature: float = 0.0, keep_transcripts: int = 6,
+             progress=None) -> dict:
+    """Runs every task; `source_for(task)` gives the token source (one model for all, or a script per task).
+    Returns the dict `nanocode eval agent` writes."""
+    rows = []
+    transcripts = []
+    kept_kinds: set[str] = set()
+    for task in tasks:
+        # ignore_cleanup_errors: the model's Bash calls may have removed or locked files in the workspace
+        with tempfile.TemporaryDirectory(prefix="nanocode-agent-eval-", ignore_cleanup_errors=True) as tmp:
+            ws = Path(tmp)
+            task.materialise(ws)
+            ep = run_episode(ws, task.prompt, source_for(task), tok, max_steps=max_steps,
+                             max_reply_tokens=max_reply_tokens, temperature=temperature)
+            outcome = task.check(ws, ep.answer, ep.calls)
+        rows.append({"id": task.id, "kind": task.kind, "success": outcome.success, "detail": outcome.detail,
+                     "tool_calls": len(ep.calls), "malformed_calls": ep.malformed, "end": ep.end})
+        # One transcript per kind (the first task of each), then failures, up to keep_transcripts.
+        if len(transcripts) < keep_transcripts and (task.kind not in kept_kinds or not outcome.success):
+            kept_kinds.add(task.kind)
+            transcripts.append({"id": task.id, "success": outcome.success, "detail": outcome.detail,
+                                "errors": ep.errors, "messages": ep.messages})
+        if progress is not None:
+            progress(task, outcome)
+    return summarise(rows) | {"tasks": rows, "transcripts": transcripts,
+                              "settings": {"max_steps": max_steps, "max_reply_tokens": max_reply_tokens,
+                                           "temperature": temperature}}
+
+
+def summarise(rows: list[dict]) -> dict:
+    n = len(rows)
+    calls = sum(r["tool_calls"] for r in rows)
+    malformed = sum(r["malformed_calls"] for r in rows)
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))  # in order of first appearance
+    return {
+        "n_tasks": n,
+        "success_rate": sum(r["success"] for r in rows) / n if n else None,
+        "success_by_kind": {k: sum(r["success"] for r in rows if r["kind"] == k) /
+                            sum(r["kind"] == k for r in rows) for k in kinds},
+        "well_formed_call_rate": calls / (calls + malformed) if calls + malformed else None,
+        # A step is a tool call, well formed or not: what the loop's max_steps counts.
+        "steps_per_task": (calls + malformed) / n if n else None,
+        "turn_ends": dict(Counter(r["end"] for r in rows)),
+    }
+
+
+def summary_table(result: dict) -> Table:
+    rows = [["task success", fmt(result["success_rate"])]]
+    rows += [[f"success: {kind}", fmt(rate)] for kind, rate in result["success_by_kind"].items()]
+    rows += [["well-formed tool calls", fmt(result["well_formed_call_rate"])],
+             ["steps (tool calls) per task", fmt(result["steps_per_task"], 2)],
+             ["tasks", fmt(result["n_tasks"])]]
+    rows += [[f"turns ended: {reason}", fmt(count)] for reason, count in sorted(result["turn_ends"].items())]
+    return Table("Agent tasks", ["metric", "value"], rows)
