@@ -1,0 +1,285 @@
+"""`nanocode bench train`: training throughput on random tokens, through the real train step.
+
+    python -m training.bench_train --depth 12 --batch 32 --seq 2048
+    python -m training.bench_train --depth 12 --remat none,dots --muon-dtype float32,bfloat16   # a table
+    XLA_FLAGS=--xla_gpu_enable_command_buffer= python -m training.bench_train --profile --dump-hlo DIR
+
+Reports tokens/s, model TFLOP/s with nanochat's accounting (6 x matmul parameters + 12 x layers x
+heads x head_dim x T per token, forward + backward; the embedding lookup is not a matmul), MFU against
+the card's dense bf16 peak (on CPU: against a measured fp32 matmul), and memory. `--batch` is per device:
+with several devices the mesh runs data parallel (or FSDP) and the tokens/s are the global figure.
+`--breakdown` also times the forward pass, forward + backward and the optimiser update alone; `--profile`
+prints where the accelerator's time goes (from a jax.profiler trace).
+
+What each change bought, one H200, depth 12, B=32, T=2048, vocab 32768 (ms per optimiser step; nanochat's
+torch.compile trainer: 140 ms = 467 model TFLOP/s; a bf16 8192^3 matmul runs at 882 TFLOP/s there):
+    first version (optax Muon per matrix, autodiff through model.logits + optax CE, remat dots)  186
+    no rematerialisation (dots -6%, full -13% slower; memory 39 GB at B=32 is no problem)       175
+    head matmul backward in bf16 (custom VJP; JAX's transpose ran fp32 x bf16 as fp32 GEMMs)    154
+    Muon on same-shaped matrices stacked (3 batched Newton-Schulz chains instead of 72)         146
+    Muon really in bf16 (an fp32 momentum hyperparameter promoted NS to TF32 GEMMs) and a
+    hand-written soft-capped cross entropy (optax's + tanh wrote [N, V] logits ~8 times)         131
+    fused head + cross entropy, dL/dlogits written in bf16 during the forward pass               128
+    = 509k tok/s, 452 model TFLOP/s (depth 20, B=16: 230 ms, 142.6k tok/s, 462 TFLOP/s)
+Tried and dropped (no gain): bf16 logits (129.1 vs 129.7), an optimisation barrier to stop XLA sharing
+tanh between the two cross-entropy passes, XLA's Triton GEMMs off, CUDA command buffers off, B=64.
+Where the 128 ms go (profile): matmuls 59 ms (~750 TFLOP/s, 85% of the matmul peak), cuDNN flash
+attention 21 ms, elementwise and reduction fusions 44 ms: cross entropy 8, the q/k/v backward (RoPE +
+QK-norm) 9, ReLU^2 6, the rest the fp32 residual stream and RMSNorms. Two H200s, data parallel: 936k tok/s,
+96.6% of twice one GPU.
+"""
+import argparse
+import functools
+import itertools
+import json
+import resource
+import sys
+import time
+
+# Dense bf16 tensor-core peaks (no sparsity), by device_kind substring, FLOP/s.
+PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "GH200": 989e12, "A100": 312e12, "L40S": 362e12,
+             "L4": 121e12, "A10G": 70e12, "RTX 4090": 165e12, "B200": 2250e12}
+
+
+@functools.cache
+def device_peak_flops(device) -> tuple[float, str]:
+    """(peak FLOP/s, what it is) for MFU. CPUs have no published bf16 figure that XLA reaches, so there
+    the reference is a measured fp32 matmul: MFU then says how close the step gets to this machine's
+    best dense matmul."""
+    import jax
+    import jax.numpy as jnp
+    kind = device.device_kind
+    for name, peak in PEAK_BF16.items():
+        if name in kind:
+            return peak, f"{kind} dense bf16 peak"
+    if device.platform == "cpu":
+        n = 1024
+        a = jnp.ones((n, n), jnp.float32)
+        f = jax.jit(lambda a: a @ a)
+        f(a).block_until_ready()
+        best = 0.0
+        for _ in range(5):  # the best of five: other processes on the machine only ever slow it down
+            t = time.perf_counter()
+            f(a).block_until_ready()
+            best = max(best, 2 * n ** 3 / (time.perf_counter() - t))
+        return best, "measured fp32 1024^3 matmul on this CPU"
+    return float("nan"), f"{kind}: unknown peak"
+
+
+def _time(fn, *args, steps: int, warmup: int = 2):
+    import jax
+    for _ in range(warmup):
+        out = fn(*args)
+    jax.block_until_ready(out)
+    t = time.perf_counter()
+    for _ in range(steps):
+        out = fn(*args)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t) / steps
+
+
+def _kernel_kind(name: str) -> str:
+    n = name.lower()
+    if any(k in n for k in ("cudnn", "fmha", "flash", "sdpa")):
+        return "attention"
+    if any(k in n for k in ("gemm", "nvjet", "xmma", "cutlass", "cublas", "matmul", "triton_dot")):
+        return "matmul"
+    if "reduce" in n or "reduction" in n:
+        return "reduction"
+    if "memcpy" in n or "memset" in n or "copy" in n:
+        return "copy"
+    return "elementwise"
+
+
+def profile_step(fn, args, steps: int = 3, top: int = 25, echo=print, table_path: str | None = None) -> None:
+    """Trace `steps` calls with jax.profiler and print where the accelerator's time went, per step: by
+    kind of kernel, then the HLO ops that took longest (parsed straight from the trace with
+    jax.profiler.ProfileData; no TensorBoard needed). Run with XLA_FLAGS=--xla_gpu_enable_command_buffer=
+    to see individual HLO ops instead of the CUDA graphs that hold them."""
+    import glob
+    import tempfile
+
+    import jax
+    from jax.profiler import ProfileData
+    with tempfile.TemporaryDirectory() as tmp:
+        with jax.profiler.trace(tmp):
+            for _ in range(steps):
+                args = fn(*args)
+            jax.block_until_ready(args)
+        path = glob.glob(f"{tmp}/**/*.xplane.pb", recursive=True)[0]
+        data = ProfileData.from_file(path)
+    by_op: dict[tuple[str, str], float] = {}  # (hlo op, kernel kind) -> ms per step
+    kernels: dict[tuple[str, str], str] = {}
+    for plane in data.planes:
+        if not plane.name.startswith("/device:"):
+            continue
+        for line in plane.lines:
+            if "stream" not in line.name.lower():
+                continue
+            for ev in line.events:
+                stats = dict(ev.stats)
+                key = (str(stats.get("hlo_op") or ev.name), _kernel_kind(ev.name))
+                by_op[key] = by_op.get(key, 0.0) + ev.duration_ns / 1e6 / steps
+                kernels.setdefault(key, ev.name)
+    if not by_op:
+        echo("profile: no accelerator kernels in the trace (CPU run?)")
+        return
+    kinds: dict[str, float] = {}
+    for (_, kind), ms in by_op.items():
+        kinds[kind] = kinds.get(kind, 0.0) + ms
+    total = sum(by_op.values())
+    echo(f"profile: {total:.2f} ms of kernels per step: " +
+         ", ".join(f"{k} {v:.2f}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])))
+    rows = sorted(by_op.items(), key=lambda kv: -kv[1])
+    for (op, kind), ms in rows[:top]:
+        echo(f"  {ms:8.3f} ms {100 * ms / total:5.1f}%  {kind:11s} {op[:48]:48s} {kernels[(op, kind)][:60]}")
+    if table_path:
+        with open(table_path, "w") as fh:
+            for (op, kind), ms in rows:
+                fh.write(f"{ms:.4f}\t{kind}\t{op}\t{kernels[(op, kind)]}\n")
+
+
+def bench_one(depth: int, batch: int, seq: int, vocab: int, steps: int, remat: str, muon_dtype: str,
+              fsdp: bool, breakdown: bool, muon_stack: bool = True, profile: bool = False,
+              dump_hlo: str | None = None, devices: int | None = None) -> dict:
+    """One configuration: compile, warm up, time `steps` optimiser steps (one micro-batch each)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from nanocode.model import GPT
+    from training import mesh as meshlib
+    from training.config import TrainConfig
+    from training.optim import make_optimizer
+    from training.train_step import init_state, lm_loss_fn, make_train_step, sharded_init
+
+    mesh = meshlib.make_mesh(jax.devices()[:devices] if devices else None)
+    n_dev = mesh.devices.size
+    cfg = TrainConfig(depth=depth, seq_len=seq, device_batch=batch, total_batch=batch * seq,
+                      remat=remat, muon_dtype=muon_dtype, muon_stack=muon_stack, fsdp=fsdp)
+    model_cfg = cfg.model_config(vocab)
+    optimizer = make_optimizer(cfg, num_steps=1000)
+
+    graphdef = nnx.split(nnx.eval_shape(lambda: GPT(model_cfg, rngs=nnx.Rngs(0))))[0]
+
+    def build():
+        params = nnx.split(GPT(model_cfg, rngs=nnx.Rngs(0)))[1].to_pure_dict()
+        return init_state(params, optimizer)
+    state, shardings = sharded_init(build, mesh, fsdp)
+    batch_sharding = meshlib.batch_sharding(mesh)
+    global_rows = batch * n_dev
+    tokens = jax.jit(lambda key: {"tokens": jax.random.randint(key, (1, global_rows, seq + 1), 0, vocab, jnp.int32)},
+                     out_shardings=batch_sharding)(jax.random.key(1))
+    loss_fn = lm_loss_fn(graphdef, remat=remat)
+    step = make_train_step(loss_fn, optimizer, shardings, batch_sharding)
+
+    t = time.perf_counter()
+    compiled = step.lower(state, tokens).compile()
+    compile_s = time.perf_counter() - t
+    if dump_hlo:
+        with open(f"{dump_hlo}/step_d{depth}_b{batch}_t{seq}_{remat}.hlo.txt", "w") as fh:
+            fh.write(compiled.as_text())
+    mem = compiled.memory_analysis()
+    static_bytes = None
+    if mem is not None:
+        static_bytes = mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes \
+            - mem.alias_size_in_bytes
+    for _ in range(2):  # warm up (first calls allocate)
+        state, metrics = compiled(state, tokens)
+    jax.block_until_ready(state)
+    t = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = compiled(state, tokens)
+    loss = float(metrics["loss"])
+    dt = (time.perf_counter() - t) / steps
+    tok_s = global_rows * seq / dt
+    flops = model_cfg.flops_per_token() * tok_s
+    peak, peak_what = device_peak_flops(jax.devices()[0])
+    stats = jax.devices()[0].memory_stats() or {}
+    row = dict(depth=depth, batch=batch, seq=seq, vocab=vocab, devices=n_dev, remat=remat, muon_dtype=muon_dtype,
+               muon_stack=muon_stack, fsdp=fsdp, step_ms=round(dt * 1e3, 2), tok_s=round(tok_s), tflops=round(flops / 1e12, 3),
+               tflops_per_device=round(flops / n_dev / 1e12, 3), mfu=round(flops / n_dev / peak, 4),
+               peak=peak_what, compile_s=round(compile_s, 1), loss=round(loss, 4),
+               params_m=round(model_cfg.num_params() / 1e6, 1),
+               static_mem_gb=None if static_bytes is None else round(static_bytes / 2 ** 30, 2),
+               peak_mem_gb=round(stats["peak_bytes_in_use"] / 2 ** 30, 2) if "peak_bytes_in_use" in stats
+               else round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2))
+    if breakdown:
+        params = state["params"]
+        fwd = jax.jit(lambda p, b: loss_fn(p, jax.tree.map(lambda x: x[0], b))[0])
+        grad = jax.jit(jax.grad(lambda p, b: loss_fn(p, jax.tree.map(lambda x: x[0], b))[0]))
+        upd = jax.jit(optimizer.update)
+        grads = grad(params, tokens)
+        row["fwd_ms"] = round(_time(fwd, params, tokens, steps=steps) * 1e3, 2)
+        row["fwd_bwd_ms"] = round(_time(grad, params, tokens, steps=steps) * 1e3, 2)
+        row["optim_ms"] = round(_time(upd, grads, state["opt"], params, steps=steps) * 1e3, 2)
+    if profile:
+        profile_step(lambda st, tk: (compiled(st, tk)[0], tk), (state, tokens), table_path=dump_hlo and
+                     f"{dump_hlo}/profile_d{depth}_b{batch}_t{seq}_{remat}.tsv")
+    del state, tokens
+    return row
+
+
+def format_table(rows: list[dict]) -> str:
+    cols = ["depth", "batch", "seq", "devices", "remat", "muon_dtype", "muon_stack", "fsdp", "step_ms", "tok_s", "tflops",
+            "mfu", "compile_s", "static_mem_gb", "peak_mem_gb", "fwd_ms", "fwd_bwd_ms", "optim_ms"]
+    cols = [c for c in cols if any(c in r for r in rows)]
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    lines = ["  ".join(c.rjust(widths[c]) for c in cols)]
+    lines += ["  ".join(str(r.get(c, "")).rjust(widths[c]) for c in cols) for r in rows]
+    return "\n".join(lines)
+
+
+def run(depth=(12,), batch=(32,), seq=(2048,), vocab=32768, steps=10, remat=("none",), muon_dtype=("auto",),
+        fsdp=(False,), breakdown=False, jsonl=None, echo=print, muon_stack=(True,), profile=False, dump_hlo=None, devices=(None,)) -> list[dict]:
+    import jax
+    from nanocode import runtime
+    runtime.setup_jax()
+    echo(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()}), "
+         f"jax {jax.__version__}")
+    rows = []
+    for n, d, b, t, r, m, f, ms in itertools.product(devices, depth, batch, seq, remat, muon_dtype, fsdp, muon_stack):
+        try:
+            row = bench_one(d, b, t, vocab, steps, r, m, f, breakdown, ms, profile, dump_hlo, n)
+        except Exception as e:  # noqa: BLE001 - one failing variant (e.g. out of memory) must not end the table
+            row = dict(depth=d, batch=b, seq=t, remat=r, muon_dtype=m, fsdp=f,
+                       error=f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+        rows.append(row)
+        echo(json.dumps(row))
+        if jsonl:
+            with open(jsonl, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+    ok = [r for r in rows if "error" not in r]
+    if ok:
+        echo(format_table(ok))
+    return rows
+
+
+def _list(kind):
+    return lambda s: [kind(x) for x in s.split(",")]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--depth", type=_list(int), default=[12])
+    p.add_argument("--batch", type=_list(int), default=[32], help="sequences per device")
+    p.add_argument("--seq", type=_list(int), default=[2048])
+    p.add_argument("--vocab", type=int, default=32768)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--remat", type=_list(str), default=["none"])
+    p.add_argument("--muon-dtype", type=_list(str), default=["auto"])
+    p.add_argument("--fsdp", type=_list(lambda s: s.lower() in ("1", "true", "yes")), default=[False])
+    p.add_argument("--muon-stack", type=_list(lambda s: s.lower() in ("1", "true", "yes")), default=[True])
+    p.add_argument("--devices", type=_list(int), default=[None], help="use the first N devices (default: all)")
+    p.add_argument("--breakdown", action="store_true")
+    p.add_argument("--profile", action="store_true", help="print the kernels that take the most time")
+    p.add_argument("--dump-hlo", default=None, help="write each compiled step's HLO text into this folder")
+    p.add_argument("--jsonl", default=None, help="append each result as a JSON line to this file")
+    a = p.parse_args(argv)
+    rows = run(a.depth, a.batch, a.seq, a.vocab, a.steps, a.remat, a.muon_dtype, a.fsdp, a.breakdown, a.jsonl,
+               muon_stack=a.muon_stack, profile=a.profile, dump_hlo=a.dump_hlo, devices=a.devices)
+    return 0 if all("error" not in r for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
