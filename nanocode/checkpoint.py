@@ -1,0 +1,267 @@
+"""Model directories: what `nanocode chat` loads and what training stages hand to each other.
+
+    <dir>/config.json     {"format": "nanocode-model", "version": 1, "model": ModelConfig, "params_dtype",
+                           "tokenizer_vocab_size", "meta": {training metadata}}
+    <dir>/tokenizer.json  the tokenizer (HF `tokenizers` format)
+    <dir>/params/         the parameters, an Orbax (StandardCheckpointer) pytree of arrays
+
+A directory is written into a temporary sibling and renamed into place, so a crash never leaves a
+half-written model where a reader looks. Parameters may be stored in bf16 for shipping (half the size);
+they are loaded back as fp32 master weights.
+
+This is the inference format. Training-state checkpoints (optimizer state, data position) are the
+trainer's, kept with Orbax's CheckpointManager.
+"""
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from nanocode import runtime
+from nanocode.model import GPT, ConfigError, ModelConfig
+from nanocode.tokenizer import Tokenizer, TokenizerError
+
+FORMAT, VERSION = "nanocode-model", 1
+CONFIG, TOKENIZER, PARAMS = "config.json", "tokenizer.json", "params"
+# What to run when no model exists; the message of find_model prints it.
+TRAIN_COMMAND = "nanocode train speedrun --preset cpu"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def models_dir() -> Path:
+    """Where training stages save finished models: $NANOCODE_HOME/models/<run>/ (find_model looks here)."""
+    return runtime.nanocode_home() / "models"
+
+
+def shipped_dir() -> Path:
+    """`checkpoints/` at the repository root, next to the installed package."""
+    import nanocode
+    return Path(nanocode.__file__).resolve().parent.parent / "checkpoints"
+
+
+# --- save ----------------------------------------------------------------------------------------
+
+def save_model(directory, model_or_params, tokenizer: Tokenizer, config: ModelConfig | None = None,
+               meta: dict | None = None, dtype=None) -> Path:
+    """Write a model directory atomically; returns its path.
+
+    model_or_params: a GPT, or its parameters (an nnx.State from `nnx.split`, or the pure dict of arrays)
+    with `config`. dtype: store the parameters in this dtype (e.g. jnp.bfloat16 for shipping)."""
+    directory = Path(directory).expanduser().absolute()
+    if isinstance(model_or_params, GPT):
+        config = config or model_or_params.config
+        params = nnx.state(model_or_params, nnx.Param)
+    else:
+        params = model_or_params
+        if config is None:
+            raise ValueError("save_model: pass config= when saving parameters rather than a GPT")
+    if isinstance(params, nnx.State):
+        params = nnx.to_pure_dict(params)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                         f"{config.vocab_size}: they do not belong together")
+    _check_shapes(_expected_shapes(config), {k: s for k, (s, _) in _flat_shapes(params).items()},
+                  "the parameters given to save_model")
+    dtype = jnp.dtype(dtype) if dtype is not None else jnp.dtype(jnp.float32)
+    params = jax.tree.map(lambda p: jnp.asarray(p).astype(dtype), params)
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        info = {"format": FORMAT, "version": VERSION, "model": config.to_dict(),
+                "params_dtype": dtype.name, "tokenizer_vocab_size": tokenizer.vocab_size,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "meta": meta or {}}
+        (tmp / CONFIG).write_text(json.dumps(info, indent=2) + "\n")
+        tokenizer.save(tmp / TOKENIZER)
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(tmp / PARAMS, params)
+        checkpointer.wait_until_finished()
+        checkpointer.close()
+        old = None
+        if directory.exists():  # move the old one aside first: a rename cannot replace a non-empty dir
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}-{time.time_ns()}")
+            directory.rename(old)
+        tmp.rename(directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+# --- load ----------------------------------------------------------------------------------------
+
+def read_info(directory) -> dict:
+    """config.json of a model directory, checked; raises CheckpointError naming what is wrong."""
+    directory = Path(directory).expanduser()
+    path = directory / CONFIG
+    if not directory.is_dir():
+        raise CheckpointError(f"model directory not found: {directory}")
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: {directory} is not a nanocode model directory (it needs "
+                              f"{CONFIG}, {TOKENIZER} and {PARAMS}/); point --model at one, or train one with "
+                              f"`{TRAIN_COMMAND}`")
+    try:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); the model directory is damaged: save or "
+                              "copy it again") from e
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a nanocode model config (no \"format\": \"{FORMAT}\")")
+    if info.get("version") != VERSION:
+        raise CheckpointError(f"{path} has format version {info.get('version')!r}; this nanocode reads "
+                              f"version {VERSION}")
+    try:
+        info["config"] = ModelConfig.from_dict(info.get("model"))
+    except (ConfigError, TypeError) as e:
+        raise CheckpointError(f"{path}: bad \"model\" section: {e}") from e
+    return info
+
+
+def load_model(directory, *, dtype=None) -> tuple[GPT, Tokenizer, dict]:
+    """Load a model directory: (model with fp32 parameters, tokenizer, info).
+
+    info is config.json's content plus "config" (the ModelConfig) and "path". dtype sets the model's
+    compute dtype (default: runtime.compute_dtype())."""
+    directory = Path(directory).expanduser().absolute()
+    info = read_info(directory)
+    config: ModelConfig = info["config"]
+    try:
+        tokenizer = Tokenizer.load(directory / TOKENIZER)
+    except TokenizerError as e:
+        raise CheckpointError(f"{directory / TOKENIZER}: {e}") from e
+    if tokenizer.vocab_size > config.vocab_size:
+        raise CheckpointError(f"{directory / TOKENIZER} has {tokenizer.vocab_size} tokens but {directory / CONFIG} "
+                              f"says the model has {config.vocab_size}: the files do not belong together")
+
+    params_dir = directory / PARAMS
+    if not params_dir.is_dir():
+        raise CheckpointError(f"{params_dir} is missing; the model directory is incomplete: save or copy it again")
+    abstract = nnx.eval_shape(lambda: GPT(config, rngs=nnx.Rngs(0), dtype=dtype))
+    graphdef, abstract_state = nnx.split(abstract)
+    expected = nnx.to_pure_dict(abstract_state)
+    checkpointer = ocp.StandardCheckpointer()
+    try:
+        try:
+            metadata = checkpointer.metadata(params_dir)
+            stored = _flat_shapes(getattr(metadata, "item_metadata", metadata))
+        except Exception as e:  # orbax raises many kinds on damaged files
+            raise CheckpointError(f"{params_dir} cannot be read ({type(e).__name__}: {e}); the parameters are "
+                                  "damaged or incomplete: save or copy the model again") from e
+        if not stored:  # orbax logs a warning and returns no tree when its metadata is unreadable
+            raise CheckpointError(f"{params_dir} holds no readable parameters; they are damaged or incomplete: "
+                                  "save or copy the model again")
+        _check_shapes({k: s for k, (s, _) in _flat_shapes(expected).items()},
+                      {k: s for k, (s, _) in stored.items()}, str(params_dir),
+                      hint=f"{directory / CONFIG} does not describe these parameters")
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        target = jax.tree_util.tree_map_with_path(
+            lambda path, x: jax.ShapeDtypeStruct(x.shape, stored[_key(path)][1], sharding=device), expected)
+        try:
+            restored = checkpointer.restore(params_dir, target)
+        except Exception as e:
+            raise CheckpointError(f"{params_dir} cannot be restored ({type(e).__name__}: {e}); the parameters "
+                                  "are damaged or incomplete: save or copy the model again") from e
+    finally:
+        checkpointer.close()
+    restored = jax.tree.map(lambda p: p.astype(jnp.float32), restored)  # fp32 master weights
+    nnx.replace_by_pure_dict(abstract_state, restored)
+    model = nnx.merge(graphdef, abstract_state)
+    info["path"] = str(directory)
+    return model, tokenizer, info
+
+
+def _key(path) -> str:
+    parts = []
+    for entry in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                parts.append(str(getattr(entry, attr)))
+                break
+        else:
+            parts.append(str(entry))
+    return "/".join(parts)
+
+
+def _flat_shapes(tree) -> dict:
+    """{"blocks/0/attn/c_qkv": (shape, dtype)} for arrays, ShapeDtypeStructs or orbax ArrayMetadata."""
+    tree = getattr(tree, "tree", tree)  # orbax TreeMetadata wraps the tree
+    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+    return {_key(path): (tuple(leaf.shape), jnp.dtype(leaf.dtype)) for path, leaf in leaves}
+
+
+def _expected_shapes(config: ModelConfig) -> dict:
+    abstract = nnx.eval_shape(lambda: GPT(config, rngs=nnx.Rngs(0)))
+    return {k: s for k, (s, _) in _flat_shapes(nnx.to_pure_dict(nnx.state(abstract))).items()}
+
+
+def _check_shapes(expected: dict, got: dict, where: str, hint: str = "") -> None:
+    """Both: {path: shape}."""
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(got) if tuple(expected[k]) != tuple(got[k]))
+    if missing or extra or wrong:
+        lines = [f"missing {missing[:5]}" if missing else "", f"unexpected {extra[:5]}" if extra else "",
+                 "; ".join(f"{k}: expected {expected[k]}, found {got[k]}" for k in wrong[:5])]
+        raise CheckpointError(f"{where} do not match the model config ({', '.join(l for l in lines if l)})"
+                              + (f"; {hint}" if hint else ""))
+
+
+# --- lookup --------------------------------------------------------------------------------------
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / CONFIG).is_file()
+
+
+def _newest_under(root: Path, max_depth: int = 3) -> Path | None:
+    """The model directory under root (itself or up to max_depth levels down) with the newest config.json."""
+    found = []
+    level = [root]
+    for _ in range(max_depth + 1):
+        next_level = []
+        for d in level:
+            if _is_model_dir(d):
+                found.append(d)
+                continue  # a model directory's subfolders (params/) hold no other models
+            try:
+                next_level.extend(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+            except OSError:
+                pass
+        level = next_level
+    if not found:
+        return None
+    return max(found, key=lambda d: (d / CONFIG).stat().st_mtime)
+
+
+def find_model(explicit: str | os.PathLike | None = None) -> Path:
+    """The model to load, in DESIGN.md's order: `--model PATH`, $NANOCODE_MODEL, the newest model trained
+    under $NANOCODE_HOME (models/), the one shipped in `checkpoints/`."""
+    for source, value in (("--model", explicit), ("$NANOCODE_MODEL", os.environ.get("NANOCODE_MODEL"))):
+        if value:
+            path = Path(value).expanduser()
+            if not _is_model_dir(path):
+                raise CheckpointError(f"{source} {value}: no model there ({path / CONFIG} is missing); "
+                                      f"give a directory written by nanocode training, or train one with "
+                                      f"`{TRAIN_COMMAND}`")
+            return path
+    for root in (models_dir(), shipped_dir()):
+        if root.is_dir():
+            found = _newest_under(root)
+            if found is not None:
+                return found
+    raise CheckpointError(
+        "no model found: none given with --model or $NANOCODE_MODEL, none trained under "
+        f"{models_dir()}, none shipped in {shipped_dir()}.\n"
+        f"Train one (a small CPU model takes minutes):  {TRAIN_COMMAND}\n"
+        "or point to one:  nanocode chat --model PATH   (or export NANOCODE_MODEL=PATH)")
