@@ -46,7 +46,7 @@ def _check_messages(messages) -> None:
 
 
 def sessions_dir(home: Path | None = None) -> Path:
-    from nanocode.runtime import nanocode_home
+    from nanocode.lookup import nanocode_home
     return (home or nanocode_home()) / "sessions"
 
 

@@ -3,7 +3,7 @@
 Two phases, so that a front end can show itself before the slow part:
 - `prepare(...)`: the checks that can fail with a clear message: find the model directory, check the
   --allow list and the workspace, open (or resume) the session. Raises SetupError. (A second or two:
-  finding the model imports nanocode.checkpoint, hence JAX.)
+  finding the model imports nothing heavy: nanocode.lookup has no JAX.)
 - `Setup.load()`: load the weights and tokenizer, build the sampler and the Agent (seconds: JAX import
   and compilation). `Agent.warm_up()` then compiles the first reply's programs ahead of the user's Enter.
 """
@@ -55,7 +55,7 @@ def prepare(*, model: Path | None = None, cwd: Path | None = None, allow: str | 
             yes: bool = False, resume: bool = False, session_id: str | None = None, max_steps: int = 20,
             temperature: float = 0.0, save_session: bool = True, record_preferences: bool = True,
             home: Path | None = None) -> Setup:
-    from nanocode.checkpoint import CheckpointError, find_model
+    from nanocode.lookup import CheckpointError, find_model
 
     if session_id is not None and not resume:
         raise SetupError(f"a session id ({session_id!r}) was given without --resume; "

@@ -24,29 +24,13 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from nanocode import runtime
+from nanocode.lookup import (CONFIG, TRAIN_COMMAND, CheckpointError, find_model, models_dir,  # noqa: F401
+                             shipped_dir)
 from nanocode.model import GPT, ConfigError, ModelConfig
 from nanocode.tokenizer import Tokenizer, TokenizerError
 
 FORMAT, VERSION = "nanocode-model", 1
-CONFIG, TOKENIZER, PARAMS = "config.json", "tokenizer.json", "params"
-# What to run when no model exists; the message of find_model prints it.
-TRAIN_COMMAND = "nanocode train speedrun --preset cpu"
-
-
-class CheckpointError(RuntimeError):
-    pass
-
-
-def models_dir() -> Path:
-    """Where training stages save finished models: $NANOCODE_HOME/models/<run>/ (find_model looks here)."""
-    return runtime.nanocode_home() / "models"
-
-
-def shipped_dir() -> Path:
-    """`checkpoints/` at the repository root, next to the installed package."""
-    import nanocode
-    return Path(nanocode.__file__).resolve().parent.parent / "checkpoints"
+TOKENIZER, PARAMS = "tokenizer.json", "params"
 
 
 # --- save ----------------------------------------------------------------------------------------
@@ -216,52 +200,3 @@ def _check_shapes(expected: dict, got: dict, where: str, hint: str = "") -> None
                  "; ".join(f"{k}: expected {expected[k]}, found {got[k]}" for k in wrong[:5])]
         raise CheckpointError(f"{where} do not match the model config ({', '.join(l for l in lines if l)})"
                               + (f"; {hint}" if hint else ""))
-
-
-# --- lookup --------------------------------------------------------------------------------------
-
-def _is_model_dir(path: Path) -> bool:
-    return (path / CONFIG).is_file()
-
-
-def _newest_under(root: Path, max_depth: int = 3) -> Path | None:
-    """The model directory under root (itself or up to max_depth levels down) with the newest config.json."""
-    found = []
-    level = [root]
-    for _ in range(max_depth + 1):
-        next_level = []
-        for d in level:
-            if _is_model_dir(d):
-                found.append(d)
-                continue  # a model directory's subfolders (params/) hold no other models
-            try:
-                next_level.extend(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
-            except OSError:
-                pass
-        level = next_level
-    if not found:
-        return None
-    return max(found, key=lambda d: (d / CONFIG).stat().st_mtime)
-
-
-def find_model(explicit: str | os.PathLike | None = None) -> Path:
-    """The model to load, in DESIGN.md's order: `--model PATH`, $NANOCODE_MODEL, the newest model trained
-    under $NANOCODE_HOME (models/), the one shipped in `checkpoints/`."""
-    for source, value in (("--model", explicit), ("$NANOCODE_MODEL", os.environ.get("NANOCODE_MODEL"))):
-        if value:
-            path = Path(value).expanduser()
-            if not _is_model_dir(path):
-                raise CheckpointError(f"{source} {value}: no model there ({path / CONFIG} is missing); "
-                                      f"give a directory written by nanocode training, or train one with "
-                                      f"`{TRAIN_COMMAND}`")
-            return path
-    for root in (models_dir(), shipped_dir()):
-        if root.is_dir():
-            found = _newest_under(root)
-            if found is not None:
-                return found
-    raise CheckpointError(
-        "no model found: none given with --model or $NANOCODE_MODEL, none trained under "
-        f"{models_dir()}, none shipped in {shipped_dir()}.\n"
-        f"Train one (a small CPU model takes minutes):  {TRAIN_COMMAND}\n"
-        "or point to one:  nanocode chat --model PATH   (or export NANOCODE_MODEL=PATH)")

@@ -45,7 +45,7 @@ def chat(session_id: Optional[str] = _SESSION_ID, model: Optional[Path] = _MODEL
          cwd: Optional[Path] = _CWD):
     """Work with the model in a repository; it asks before every tool call."""
     from agent.setup import SetupError, prepare
-    from nanocode.runtime import nanocode_home
+    from nanocode.lookup import nanocode_home
 
     try:
         setup = prepare(model=model, cwd=cwd, allow=allow, yes=yes, resume=resume, session_id=session_id)
@@ -186,7 +186,7 @@ def data_corpus(src: Optional[list[Path]] = typer.Option(None, "--src", help="A 
     """Collect, clean, deduplicate and split code already on disk (no network)."""
     import os
 
-    from nanocode.runtime import nanocode_home
+    from nanocode.lookup import nanocode_home
     from training.corpus import CorpusConfig, build_corpus, default_sources, directory_sources, print_stats
 
     if only_src and not src:
@@ -214,7 +214,7 @@ def data_shards(corpus: Optional[Path] = typer.Option(None, "--corpus", help="Co
                 out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: "
                                                    "$NANOCODE_HOME/data/tokens).")):
     """Tokenize the corpus into flat token shards for pretraining."""
-    from nanocode.runtime import nanocode_home
+    from nanocode.lookup import nanocode_home
     from nanocode.tokenizer import TokenizerError
     from training.shards import tokenize_corpus
 
@@ -254,7 +254,7 @@ def data_synth(n: int = typer.Option(3000, "--n", help="Conversations to generat
                api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable "
                                                "holding the endpoints' API key, if they need one.")):
     """Synthetic tool-use conversations from real code through the real tools, critiqued against SOUL.md."""
-    from nanocode.runtime import nanocode_home
+    from nanocode.lookup import nanocode_home
     from training.synth.driver import SynthConfig, synth
     from training.synth.sources import SourceError
 
@@ -298,7 +298,7 @@ def train_tokenizer_command(vocab: int = typer.Option(32768, "--vocab", help="Vo
                             baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train a "
                                                           "GPT-4-split tokenizer to compare compression with.")):
     """Train the byte-level BPE code tokenizer and report its compression."""
-    from nanocode.runtime import nanocode_home
+    from nanocode.lookup import nanocode_home
     from training.tokenizer_train import print_report, train_tokenizer
 
     out = out or nanocode_home() / "tokenizer"
@@ -483,7 +483,7 @@ _SEED = typer.Option(0, "--seed", help="Seed of the sampling and of the generate
 
 
 def _eval_model_dir(model: Optional[Path]) -> Path:
-    from nanocode.checkpoint import CheckpointError, find_model
+    from nanocode.lookup import CheckpointError, find_model
     try:
         return find_model(model)
     except CheckpointError as e:

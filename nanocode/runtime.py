@@ -3,15 +3,13 @@
 Nothing here imports flax or the UI; importing this module does not initialise a JAX backend.
 """
 import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
+from nanocode.lookup import nanocode_home
 
-def nanocode_home() -> Path:
-    """Where trained models, runs and caches live: $NANOCODE_HOME, default ~/.cache/nanocode."""
-    return Path(os.environ.get("NANOCODE_HOME") or Path.home() / ".cache" / "nanocode").expanduser()
+
 
 
 _jax_ready = False

@@ -24,7 +24,7 @@ def test_trim_keeps_head_and_tail_whole_lines_within_budget(tiny_tokenizer):
     text = numbered(300)
     out = trim_text(text, tok, 200)
     assert len(tok.encode(out)) <= 200
-    head, note, tail = out.partition("[...")[0], *out.partition("[...")[1:]
+    head = out.partition("[...")[0]
     assert text.startswith(head) and head.endswith("\n") and head.startswith("line 1:")
     tail = out.split("...]\n", 1)[1]
     assert text.endswith(tail) and tail.startswith("line ")  # cut on a line boundary

@@ -11,7 +11,6 @@ from agent.loop import Agent
 from agent.permissions import Permissions
 from agent.source import ScriptedSource
 from agent.widgets.message import AssistantMessage, Notice
-from agent.widgets.permission_prompt import PermissionPrompt
 from agent.widgets.tool_call import ToolCallView
 from agent.widgets.tool_output import ToolOutput
 from test_app import SIZE, asking, idle, send, transcript, until

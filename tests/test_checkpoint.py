@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from nanocode import checkpoint
+from nanocode import checkpoint, lookup
 from nanocode.checkpoint import CheckpointError, find_model, load_model, save_model
 from nanocode.model import ModelConfig
 from test_model import random_model
@@ -115,7 +115,7 @@ def test_find_model_order(saved, tmp_path, monkeypatch, model, tiny_tokenizer):
     home, shipped = tmp_path / "home", tmp_path / "shipped"
     monkeypatch.setenv("NANOCODE_HOME", str(home))
     monkeypatch.delenv("NANOCODE_MODEL", raising=False)
-    monkeypatch.setattr(checkpoint, "shipped_dir", lambda: shipped)
+    monkeypatch.setattr(lookup, "shipped_dir", lambda: shipped)
     with pytest.raises(CheckpointError) as e:
         find_model()
     assert checkpoint.TRAIN_COMMAND in str(e.value) and "--model PATH" in str(e.value)

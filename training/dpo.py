@@ -209,6 +209,8 @@ def train_dpo(cfg: DPOConfig, sft: Path | None = None, data: Path | None = None,
     from rich.console import Console
 
     from nanocode import runtime
+
+    from nanocode.lookup import nanocode_home
     from nanocode.checkpoint import CheckpointError, load_model, save_model
     from training import mesh as meshlib
     from training.losses import token_losses
@@ -220,7 +222,7 @@ def train_dpo(cfg: DPOConfig, sft: Path | None = None, data: Path | None = None,
     from training.train_step import abstract_state, init_state
 
     console = console or Console()
-    home = runtime.nanocode_home()
+    home = nanocode_home()
     meshlib.init_distributed(coordinator, num_processes, process_id)
     runtime.setup_jax()
     primary = jax.process_index() == 0

@@ -25,7 +25,7 @@ def default_token_dir(model_dir: Path) -> Path:
                     continue
                 if isinstance(record, dict) and record.get("event") in ("start", "resume") and record.get("data"):
                     return Path(record["data"])
-    from nanocode.runtime import nanocode_home
+    from nanocode.lookup import nanocode_home
     return nanocode_home() / "data" / "tokens"
 
 

@@ -26,7 +26,7 @@ def default_corpus_dir(model_dir: Path) -> Path:
         corpus = None
     if corpus:
         return Path(corpus)
-    from nanocode.runtime import nanocode_home
+    from nanocode.lookup import nanocode_home
     return nanocode_home() / "data" / "corpus"
 
 

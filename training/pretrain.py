@@ -36,7 +36,7 @@ class TrainError(RuntimeError):
 
 
 def default_out(cfg: TrainConfig) -> Path:
-    from nanocode.runtime import nanocode_home
+    from nanocode.lookup import nanocode_home
     return nanocode_home() / "runs" / f"base-d{cfg.depth}"
 
 
@@ -59,6 +59,8 @@ def train_base(cfg: TrainConfig, out: Path | None = None, data: Path | None = No
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from nanocode import runtime
+
+    from nanocode.lookup import nanocode_home
     from nanocode.checkpoint import save_model
     from nanocode.model import GPT
     from nanocode.tokenizer import Tokenizer, TokenizerError
@@ -72,7 +74,7 @@ def train_base(cfg: TrainConfig, out: Path | None = None, data: Path | None = No
     from training.train_step import abstract_state, init_state, lm_loss_fn, make_train_step
 
     console = console or Console()
-    home = runtime.nanocode_home()
+    home = nanocode_home()
     out = Path(out or default_out(cfg)).expanduser().absolute()
     data = Path(data or home / "data" / "tokens").expanduser()
     tokenizer_path = tokenizer_file(Path(tokenizer or home / "tokenizer").expanduser())

@@ -73,7 +73,7 @@ class Run:
 
 def default_run_dir() -> Path:
     """The newest run under $NANOCODE_HOME/runs."""
-    from nanocode.runtime import nanocode_home
+    from nanocode.lookup import nanocode_home
 
     runs = nanocode_home() / "runs"
     candidates = [p for p in runs.iterdir() if p.is_dir()] if runs.is_dir() else []
@@ -119,7 +119,7 @@ def _read_log(path: Path) -> tuple[list[dict], int]:
 
 def _find_data(run: Run) -> None:
     """The token shards each stage trained on, the corpus behind them, and the tokenizer's report."""
-    from nanocode.runtime import nanocode_home
+    from nanocode.lookup import nanocode_home
 
     for stage in run.stages:
         data = stage.start.get("data")

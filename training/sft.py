@@ -108,14 +108,14 @@ def optimizer_config(cfg, depth: int):
 
 def newest_model(pattern: str) -> Path | None:
     """The newest finished model of a stage under $NANOCODE_HOME/runs (e.g. 'base-*')."""
-    from nanocode.runtime import nanocode_home
+    from nanocode.lookup import nanocode_home
     found = [p / "model" for p in (nanocode_home() / "runs").glob(pattern) if (p / "model" / "config.json").is_file()]
     return max(found, key=lambda p: (p / "config.json").stat().st_mtime) if found else None
 
 
 def publish(model_dir: Path, name: str) -> Path:
     """Link a finished model into $NANOCODE_HOME/models/<name>, where `nanocode chat` looks for the newest."""
-    from nanocode.checkpoint import models_dir
+    from nanocode.lookup import models_dir
     link = models_dir() / name
     link.parent.mkdir(parents=True, exist_ok=True)
     if link.is_symlink() or link.exists():
@@ -169,6 +169,8 @@ def train_sft(cfg: SFTConfig, base: Path | None = None, data: Path | None = None
     from rich.console import Console
 
     from nanocode import runtime
+
+    from nanocode.lookup import nanocode_home
     from nanocode.checkpoint import CheckpointError, load_model, save_model
     from training import mesh as meshlib
     from training.checkpointing import Checkpoints
@@ -178,7 +180,7 @@ def train_sft(cfg: SFTConfig, base: Path | None = None, data: Path | None = None
     from training.train_step import abstract_state, init_state, lm_loss_fn, make_train_step
 
     console = console or Console()
-    home = runtime.nanocode_home()
+    home = nanocode_home()
     meshlib.init_distributed(coordinator, num_processes, process_id)
     runtime.setup_jax()
     primary = jax.process_index() == 0
