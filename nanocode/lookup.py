@@ -73,5 +73,5 @@ def find_model(explicit: str | os.PathLike | None = None) -> Path:
     raise CheckpointError(
         "no model found: none given with --model or $NANOCODE_MODEL, none trained under "
         f"{models_dir()}, none shipped in {shipped_dir()}.\n"
-        f"Train one (a small CPU model takes minutes):  {TRAIN_COMMAND}\n"
+        f"Train one (the whole pipeline on a laptop CPU, about 30 minutes):  {TRAIN_COMMAND}\n"
         "or point to one:  nanocode chat --model PATH   (or export NANOCODE_MODEL=PATH)")

@@ -1,0 +1,143 @@
+"""The speedrun end to end on the `test` preset: every stage for real (two stdlib packages -> a depth-2 model
+that `nanocode chat` loads), a failed stage that a rerun continues from, a finished run that a rerun skips."""
+import io
+import json
+from dataclasses import replace
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from training import speedrun as sr
+
+
+def quiet() -> Console:
+    return Console(file=io.StringIO(), width=200)
+
+
+def markers(run_dir):
+    """mtime of every stage's completion file: unchanged means the stage was not run again."""
+    names = ["corpus/stats.json", "tokenizer/compression.json", "tokens/meta.json", "base/complete.json",
+             "synth/stats.json", "sft/complete.json", "dpo/complete.json", "eval/complete.json",
+             "report/report.md"]
+    return {n: (run_dir / n).stat().st_mtime_ns for n in names if (run_dir / n).is_file()}
+
+
+def test_speedrun_fails_continues_and_skips(tmp_path, monkeypatch):
+    monkeypatch.setenv("NANOCODE_HOME", str(tmp_path / "home"))
+    out = tmp_path / "run"
+
+    # 1. SFT breaks: the stages before it finish, the error names the stage and its log, and the base
+    #    model (the last one that finished) is already linked as RUN/model.
+    sft_at = sr.STAGES.index("sft")
+
+    def boom(run, console):
+        print("sft is about to fail")
+        raise RuntimeError("disk on fire")
+    pipeline = list(sr.PIPELINE)
+    monkeypatch.setattr(sr, "PIPELINE", pipeline[:sft_at] + [replace(pipeline[sft_at], work=boom)] +
+                        pipeline[sft_at + 1:])
+    with pytest.raises(sr.SpeedrunError, match=r"stage sft failed: RuntimeError: disk on fire") as e:
+        sr.speedrun("test", out, console=quiet())
+    assert "logs/sft.log" in str(e.value) and "rerun the same command" in str(e.value)
+    log = (out / "logs" / "sft.log").read_text()
+    assert "sft is about to fail" in log and "Traceback" in log  # the stage's own output and the traceback
+    summary = json.loads((out / "summary.json").read_text())
+    assert [summary["stages"][s]["state"] for s in sr.STAGES] == ["done"] * sft_at + ["failed"] + ["pending"] * 3
+    assert (out / "model").resolve() == (out / "base" / "model").resolve()
+    before = markers(out)
+    monkeypatch.setattr(sr, "PIPELINE", pipeline)
+
+    # 2. The rerun continues at SFT; nothing before it runs again.
+    view = quiet()
+    summary = sr.speedrun("test", out, console=view)
+    states = {s: summary["stages"][s]["state"] for s in sr.STAGES}
+    assert states == {**{s: "skipped" for s in sr.STAGES[:sft_at]}, **{s: "done" for s in sr.STAGES[sft_at:]}}
+    after = markers(out)
+    assert all(after[k] == v for k, v in before.items()), "a finished stage ran again"
+    assert set(after) == set(markers(out)) and len(after) == len(sr.STAGES)
+
+    # The final model is DPO's (or SFT's when DPO broke its tool calls: the gate measured both), linked
+    # (relative) as RUN/model, published for `nanocode chat`, and it loads.
+    from nanocode.checkpoint import find_model, load_model
+    from nanocode.template import stop_ids
+    gate = json.loads((out / "dpo" / "gate.json").read_text())
+    assert gate["use"] in ("sft", "dpo") and gate["samples"] == 6
+    final = out / gate["use"] / "model"
+    assert (out / "model").is_symlink() and (out / "model").resolve() == final.resolve()
+    assert summary["model"] == str(out / "model")
+    assert find_model(None).resolve() == final.resolve()
+    model, tok, info = load_model(out / "model")
+    assert info["meta"]["stage"] == gate["use"] and tok.vocab_size == 512 and model.config.depth == 2
+    from nanocode.sampler import Sampler
+    ids = Sampler(model).generate([tok.special("bos")] + tok.encode("def add(a, b):"), 8, temperature=0.0,
+                                  stop=stop_ids(tok))
+    assert 1 <= len(ids) <= 8 and all(0 <= i < tok.vocab_size for i in ids)
+
+    # Every eval ran on that model, the report was written, every stage has a log, the view shows them all.
+    evals = {p.stem for p in (final / "eval").glob("*.json")}
+    assert evals == {"bpb", "tokenizer", "humaneval", "agent"}  # soul is off in the test budget
+    assert summary["report"] == str(out / "report" / "report.md")
+    report = (out / "report" / "report.md").read_text()
+    assert f"{gate['use']}/model" in report and "Validation bits per byte" in report
+    assert {p.stem for p in (out / "logs").glob("*.log")} == set(sr.STAGES)
+    shown = view.file.getvalue()
+    assert all(s in shown for s in sr.STAGES) and "nanocode chat --model" in shown
+    assert summary["metrics"]["sft"]["tool-call validity"] is not None
+    assert summary["metrics"]["eval"]["code bpb"] > 0
+
+    # 3. A finished run: every stage is skipped and nothing is rewritten.
+    again = sr.speedrun("test", out, console=quiet())
+    assert {again["stages"][s]["state"] for s in sr.STAGES} == {"skipped"}
+    assert markers(out) == after
+
+
+def test_a_run_directory_keeps_its_preset(tmp_path, monkeypatch):
+    monkeypatch.setenv("NANOCODE_HOME", str(tmp_path / "home"))
+    sr.open_run(tmp_path / "run", "test")
+    with pytest.raises(sr.SpeedrunError, match="holds a speedrun with --preset test"):
+        sr.open_run(tmp_path / "run", "cpu")
+    (tmp_path / "other" / "base").mkdir(parents=True)
+    with pytest.raises(sr.SpeedrunError, match="not made by the speedrun"):
+        sr.open_run(tmp_path / "other", "test")
+
+
+def test_cli_rejects_an_unknown_preset(tmp_path, monkeypatch):
+    from nanocode.cli import app
+    monkeypatch.setenv("NANOCODE_HOME", str(tmp_path))
+    result = CliRunner().invoke(app, ["train", "speedrun", "--preset", "huge", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "unknown preset 'huge'" in result.output and "test, cpu, gpu" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_budget_table_matches_the_stage_presets():
+    """Every budget names presets and options the stages accept (a typo would only show up mid-run)."""
+    from training.config import from_preset as base_preset
+    from training.dpo import from_preset as dpo_preset
+    from training.sft import from_preset as sft_preset
+    for name, budget in sr.BUDGETS.items():
+        base = sr._preset(budget.base, base_preset)
+        sr._preset(budget.sft, sft_preset)
+        sr._preset(budget.dpo, dpo_preset)
+        assert budget.vocab >= 512, name
+        assert base.total_batch % (base.device_batch * base.seq_len) == 0, name
+
+
+def test_final_model_follows_the_tool_call_gate(tmp_path):
+    """DPO's model ships unless the gate found it lost its tool calls; then SFT's; a half-finished run
+    ships the last stage that completed."""
+    run = sr.Run(tmp_path, "test", sr.BUDGETS["test"])
+    assert sr.final_model(run) is None
+    for stage in ("base", "sft", "dpo"):
+        (tmp_path / stage / "model").mkdir(parents=True)
+        (tmp_path / stage / "model" / "config.json").write_text("{}")
+    (tmp_path / "base" / "complete.json").write_text("{}")
+    assert sr.final_model(run) == tmp_path / "base" / "model"  # sft and dpo not complete: their models are partial
+    (tmp_path / "sft" / "complete.json").write_text("{}")
+    (tmp_path / "dpo" / "complete.json").write_text("{}")
+    assert not sr._dpo_done(run)  # trained, but not yet gated: a rerun measures the gate
+    (tmp_path / "dpo" / "gate.json").write_text(json.dumps({"use": "dpo"}))
+    assert sr._dpo_done(run) and sr.final_model(run) == tmp_path / "dpo" / "model"
+    (tmp_path / "dpo" / "gate.json").write_text(json.dumps({"use": "sft"}))
+    assert sr.final_model(run) == tmp_path / "sft" / "model"
