@@ -166,7 +166,8 @@ def collect(run_dir: Path) -> Run:
             run.bad_log_lines += bad
         for name, what in (("stats.json", "corpus"), ("compression.json", "tokenizer")):
             data = _read_json(d / name)
-            if data is not None:
+            # other stages write a stats.json too (synth): a corpus is the one beside its parquet shards
+            if data is not None and (what != "corpus" or any(d.glob("*.parquet"))):
                 run.data[str(d / name)] = (what, data)
     if not (run.models or run.stages):
         raise ReportError(f"{run_dir} holds no model (config.json) and no training log (log.jsonl); is it a "

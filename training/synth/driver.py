@@ -22,6 +22,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -259,8 +260,11 @@ def synth(cfg: SynthConfig, progress=None) -> dict:
             if progress:
                 progress(i + 1, cfg.n)
     else:
-        # fork shares the loaded pool with the workers for free; spawn (macOS, Windows) pickles it once each
-        ctx = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
+        # fork shares the loaded pool with the workers for free; but forking a process in which JAX already
+        # runs its threads can deadlock the child, so then (and on macOS/Windows) spawn, which pickles the
+        # pool once per worker
+        safe_to_fork = "fork" in get_all_start_methods() and "jax" not in sys.modules
+        ctx = get_context("fork" if safe_to_fork else "spawn")
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(pool, cfg)) as ex:
             for i, r in enumerate(ex.map(generate_one, range(cfg.n), chunksize=8)):
                 results.append(r)
