@@ -22,8 +22,8 @@ from agent.context import ContextFull, fit_prompt, trim_result
 from agent.events import Error, Event, Permission, TextDelta, ToolCall, ToolResult, TurnEnd
 from agent.permissions import ANSWERS, Decision, Permissions
 from agent.session import Session
-from nanocode.template import (ToolCallError, ToolCallPart, ToolResultPart, parse_assistant, part_to_json,
-                               render_conversation, render_prompt, stop_ids)
+from nanocode.template import (ToolCallError, ToolCallPart, ToolResultPart, declined_message, parse_assistant,
+                               part_to_json, render_conversation, render_prompt, stop_ids)
 from nanocode.tokenizer import Tokenizer
 
 Ask = Callable[[ToolCall], Decision]
@@ -31,12 +31,6 @@ Ask = Callable[[ToolCall], Decision]
 
 class UndoError(RuntimeError):
     """Nothing to undo, or the file changed since the Edit (reverting would lose that work)."""
-
-
-def declined_message(note: str) -> str:
-    """What the model reads when the user rejects its call."""
-    note = note.strip()
-    return f"the user declined this call and said: {note}" if note else "the user declined this call"
 
 
 def final_text(content: list[dict]) -> str:

@@ -17,6 +17,13 @@ ERROR_PREFIX = "error: "
 STOP_TOKENS = ("<|tool_call_end|>", "<|assistant_end|>")
 
 
+def declined_message(note: str) -> str:
+    """The tool result the model reads when the user rejects its call (the agent writes it at run time,
+    synthetic data writes the same words so training matches inference)."""
+    note = note.strip()
+    return f"the user declined this call and said: {note}" if note else "the user declined this call"
+
+
 @dataclass(frozen=True)
 class TextPart:
     text: str

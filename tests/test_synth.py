@@ -16,7 +16,7 @@ from training.critic import critique
 from training.decontam import humaneval_problems
 from training.synth import voice
 from training.synth.driver import SynthConfig, read_jsonl, synth
-from training.synth.episode import declined_message
+from nanocode.template import declined_message
 from training.synth.sources import analyze, load_pool, rebuild
 
 TEXTUTIL = '''"""Small text helpers."""
@@ -250,12 +250,6 @@ def test_every_prose_fault_breaks_its_rule():
         bad = voice.apply_prose_fault(fault, turn, random.Random(0))
         rules = {v.rule for v in critique({"role": "assistant", "content": bad}, context={"request": req})}
         assert rules == {voice.FAULTS[fault]}, fault
-
-
-def test_rejection_text_matches_the_agent():
-    from agent.loop import declined_message as agent_message
-    for note in ("", "use 5 instead"):
-        assert declined_message(note) == agent_message(note)
 
 
 def test_sources_analysis_and_errors(tmp_path):

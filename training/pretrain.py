@@ -59,7 +59,6 @@ def train_base(cfg: TrainConfig, out: Path | None = None, data: Path | None = No
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from nanocode import runtime
-
     from nanocode.lookup import nanocode_home
     from nanocode.checkpoint import save_model
     from nanocode.model import GPT

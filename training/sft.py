@@ -169,7 +169,6 @@ def train_sft(cfg: SFTConfig, base: Path | None = None, data: Path | None = None
     from rich.console import Console
 
     from nanocode import runtime
-
     from nanocode.lookup import nanocode_home
     from nanocode.checkpoint import CheckpointError, load_model, save_model
     from training import mesh as meshlib

@@ -10,6 +10,7 @@ import random
 import re
 from pathlib import Path
 
+from nanocode.template import declined_message
 import tools
 from tools import grep as grep_tool
 from tools.registry import parse_args
@@ -25,13 +26,6 @@ MAX_RESULT_CHARS = 1200
 
 class Skip(Exception):
     """This task cannot be made from this source (a result too long, a tool doing something unexpected)."""
-
-
-def declined_message(note: str) -> str:
-    """What the model reads when the user rejects a call: the same words agent/loop.py writes
-    (tests/test_synth.py checks they agree; training may not import agent)."""
-    note = note.strip()
-    return f"the user declined this call and said: {note}" if note else "the user declined this call"
 
 
 def run_tool(name: str, args: dict[str, str], workspace: Path) -> ToolResult:
