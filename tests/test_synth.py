@@ -16,7 +16,6 @@ from training.critic import critique
 from training.decontam import humaneval_problems
 from training.synth import voice
 from training.synth.driver import SynthConfig, read_jsonl, synth
-from nanocode.template import declined_message
 from training.synth.sources import analyze, load_pool, rebuild
 
 TEXTUTIL = '''"""Small text helpers."""
