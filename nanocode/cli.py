@@ -311,6 +311,15 @@ def train_tokenizer_command(vocab: int = typer.Option(32768, "--vocab", help="Vo
     typer.echo(f"tokenizer written to {out / 'tokenizer.json'}")
 
 
+_COORDINATOR = typer.Option(None, "--coordinator", help="Multi-host: host:port of process 0 (or $JAX_COORDINATOR_ADDRESS).")
+_NUM_PROCESSES = typer.Option(None, "--num-processes", help="Multi-host: number of processes.")
+_PROCESS_ID = typer.Option(None, "--process-id", help="Multi-host: this process's index.")
+_SAVE_EVERY = typer.Option(None, "--save-every", help="Steps between checkpoints.")
+_REMAT = typer.Option(None, "--remat", help="none, dots or full: trade compute for memory.")
+_FSDP = typer.Option(None, "--fsdp/--no-fsdp", help="Shard parameters and optimiser state over the devices "
+                     "(for models that do not fit one).")
+
+
 @train_app.command("base")
 def train_base_command(
     preset: Optional[str] = typer.Option(None, "--preset", help="test (seconds), cpu (~10 min on a laptop), gpu "
@@ -332,16 +341,13 @@ def train_base_command(
     unembedding_lr: Optional[float] = typer.Option(None, "--unembedding-lr", help="AdamW learning rate of the head."),
     fim_rate: Optional[float] = typer.Option(None, "--fim-rate", help="Fraction of documents in FIM form."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Steps between validation bits/byte."),
-    save_every: Optional[int] = typer.Option(None, "--save-every", help="Steps between checkpoints."),
+    save_every: Optional[int] = _SAVE_EVERY,
     sample_every: Optional[int] = typer.Option(None, "--sample-every", help="Steps between samples (0: at the end)."),
-    remat: Optional[str] = typer.Option(None, "--remat", help="none, dots or full: trade compute for memory."),
-    fsdp: Optional[bool] = typer.Option(None, "--fsdp/--no-fsdp", help="Shard parameters and optimiser state "
-                                        "over the devices (for models that do not fit one)."),
+    remat: Optional[str] = _REMAT,
+    fsdp: Optional[bool] = _FSDP,
     seed: Optional[int] = typer.Option(None, "--seed", help="Initialisation and data-order seed."),
-    coordinator: Optional[str] = typer.Option(None, "--coordinator", help="Multi-host: host:port of process 0 "
-                                              "(or $JAX_COORDINATOR_ADDRESS)."),
-    num_processes: Optional[int] = typer.Option(None, "--num-processes", help="Multi-host: number of processes."),
-    process_id: Optional[int] = typer.Option(None, "--process-id", help="Multi-host: this process's index."),
+    coordinator: Optional[str] = _COORDINATOR, num_processes: Optional[int] = _NUM_PROCESSES,
+    process_id: Optional[int] = _PROCESS_ID,
 ):
     """Pretrain a base model on the token shards (resumable: rerun the same command after a crash)."""
     import os
@@ -366,11 +372,6 @@ def train_base_command(
         fail(str(e))
 
 
-_COORDINATOR = typer.Option(None, "--coordinator", help="Multi-host: host:port of process 0 (or $JAX_COORDINATOR_ADDRESS).")
-_NUM_PROCESSES = typer.Option(None, "--num-processes", help="Multi-host: number of processes.")
-_PROCESS_ID = typer.Option(None, "--process-id", help="Multi-host: this process's index.")
-
-
 @train_app.command("sft")
 def train_sft_command(
     preset: str = typer.Option("cpu", "--preset", help="test (seconds), cpu (a laptop), gpu (one GPU)."),
@@ -392,9 +393,9 @@ def train_sft_command(
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Steps between validation loss and "
                                              "tool-call validity."),
     eval_samples: Optional[int] = typer.Option(None, "--eval-samples", help="Held-out requests sampled per eval."),
-    save_every: Optional[int] = typer.Option(None, "--save-every", help="Steps between checkpoints."),
-    remat: Optional[str] = typer.Option(None, "--remat", help="none, dots or full."),
-    fsdp: Optional[bool] = typer.Option(None, "--fsdp/--no-fsdp", help="Shard parameters and optimiser state."),
+    save_every: Optional[int] = _SAVE_EVERY,
+    remat: Optional[str] = _REMAT,
+    fsdp: Optional[bool] = _FSDP,
     seed: Optional[int] = typer.Option(None, "--seed", help="Data-order seed."),
     coordinator: Optional[str] = _COORDINATOR, num_processes: Optional[int] = _NUM_PROCESSES,
     process_id: Optional[int] = _PROCESS_ID,
@@ -426,6 +427,8 @@ def train_dpo_command(
     sessions: Optional[Path] = typer.Option(None, "--sessions", help="Where the session preference records are "
                                             "(default: $NANOCODE_HOME/sessions/preferences)."),
     beta: Optional[float] = typer.Option(None, "--beta", help="DPO beta: how far the policy may move from the reference."),
+    nll: Optional[float] = typer.Option(None, "--nll", help="Weight of the chosen replies' per-token NLL added to the "
+                                        "DPO loss (RPO; keeps their tool calls likely); 0: plain DPO."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps (default: from --epochs)."),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Passes over the pairs."),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Row length (default: the model's context)."),
@@ -433,9 +436,9 @@ def train_dpo_command(
     batch_pairs: Optional[int] = typer.Option(None, "--batch-pairs", help="Pairs per optimiser step, all devices."),
     lr_frac: Optional[float] = typer.Option(None, "--lr-frac", help="Learning rates as a fraction of the base ones."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Steps between held-out preference metrics."),
-    save_every: Optional[int] = typer.Option(None, "--save-every", help="Steps between checkpoints."),
-    remat: Optional[str] = typer.Option(None, "--remat", help="none, dots or full."),
-    fsdp: Optional[bool] = typer.Option(None, "--fsdp/--no-fsdp", help="Shard parameters and optimiser state."),
+    save_every: Optional[int] = _SAVE_EVERY,
+    remat: Optional[str] = _REMAT,
+    fsdp: Optional[bool] = _FSDP,
     seed: Optional[int] = typer.Option(None, "--seed", help="Data-order seed."),
     coordinator: Optional[str] = _COORDINATOR, num_processes: Optional[int] = _NUM_PROCESSES,
     process_id: Optional[int] = _PROCESS_ID,
@@ -446,7 +449,7 @@ def train_dpo_command(
     from training.sft import SFTError
 
     try:
-        cfg = from_preset(preset, beta=beta, steps=steps, epochs=epochs, seq_len=seq_len, device_batch=device_batch,
+        cfg = from_preset(preset, beta=beta, nll=nll, steps=steps, epochs=epochs, seq_len=seq_len, device_batch=device_batch,
                           batch_pairs=batch_pairs, lr_frac=lr_frac, eval_every=eval_every, save_every=save_every,
                           remat=remat, fsdp=fsdp, seed=seed, from_sessions=from_sessions)
         train_dpo(cfg, sft, data, out, sessions, coordinator, num_processes, process_id)
