@@ -449,8 +449,8 @@ def train_dpo_command(
     from training.sft import SFTError
 
     try:
-        cfg = from_preset(preset, beta=beta, nll=nll, steps=steps, epochs=epochs, seq_len=seq_len, device_batch=device_batch,
-                          batch_pairs=batch_pairs, lr_frac=lr_frac, eval_every=eval_every, save_every=save_every,
+        cfg = from_preset(preset, beta=beta, nll=nll, steps=steps, epochs=epochs, seq_len=seq_len,
+                          device_batch=device_batch, batch_pairs=batch_pairs, lr_frac=lr_frac, eval_every=eval_every, save_every=save_every,
                           remat=remat, fsdp=fsdp, seed=seed, from_sessions=from_sessions)
         train_dpo(cfg, sft, data, out, sessions, coordinator, num_processes, process_id)
     except (SFTError, TrainConfigError) as e:

@@ -224,3 +224,55 @@ def test_two_devices_match_one(fixtures, tmp_path):
                   sft=root / "base", data=root / "synth", out=tmp_path / "one" / "dpo")
     assert np.allclose([loss for _, loss in s["train_loss"]], two["sft"], rtol=2e-4)
     assert np.allclose([h["loss"] for h in d["train"]], two["dpo"], rtol=2e-4)
+
+
+def malformed_pair(i: int) -> dict:
+    """A seeded `malformed` draft (training/synth/episode.py): the draft's first call lacks its argument,
+    gets an error, says so and makes the well-formed call the revision made."""
+    conv = conversation(i)
+    chosen = conv["messages"][1]
+    good_call = chosen["content"][1]
+    rejected = {"role": "assistant", "content": [
+        chosen["content"][0], {"type": "tool_call", "name": "Grep", "args": {}},
+        {"type": "tool_result", "ok": False, "output": "Grep is missing its required argument 'pattern'."},
+        {"type": "text", "text": "oops, wrong call, fixing it\n"}, good_call, *chosen["content"][2:]]}
+    return {"messages": conv["messages"][:1], "chosen": chosen, "rejected": rejected, "meta": {"fault": "malformed"}}
+
+
+def test_pair_differing_at_a_call_is_cut_after_that_call(tiny_tokenizer):
+    """The pair is about the malformed call against the well-formed one: the retry that follows it in the
+    draft (the same good call again) must not be scored as rejected."""
+    tok = tiny_tokenizer
+    rows, _ = pair_rows([malformed_pair(3)], tok, SEQ)
+    chosen = tok.decode(rows.chosen[0][1:][rows.chosen_mask[0] == 1])
+    rejected = tok.decode(rows.rejected[0][1:][rows.rejected_mask[0] == 1])
+    assert chosen == "let me grep for it\n<|tool_call_start|>Grep<|tool_arg|>pattern<|tool_val|>def f3<|tool_call_end|>"
+    assert rejected == "let me grep for it\n<|tool_call_start|>Grep<|tool_call_end|>"
+    # a pair that differs in prose keeps both whole responses
+    rows, _ = pair_rows([pair(3)], tok, SEQ)
+    assert tok.decode(rows.rejected[0][1:][rows.rejected_mask[0] == 1]).endswith("LINE 3!!<|assistant_end|>")
+
+
+def test_chosen_nll_term_adds_the_mean_token_nll(fixtures, tiny_tokenizer):
+    """loss(nll=w) - loss(nll=0) is w times each pair's mean per-token NLL of its chosen response."""
+    import jax.numpy as jnp
+
+    from training.dpo import dpo_terms
+    from training.losses import token_losses
+    _, _, base = fixtures
+    model = load_model(base)[0]
+    graphdef, params = nnx.split(model)
+    rows, _ = pair_rows([pair(i) for i in range(1, 4)] + [malformed_pair(5)], tiny_tokenizer, SEQ)
+    batch = {"chosen": jnp.asarray(rows.chosen), "rejected": jnp.asarray(rows.rejected),
+             "chosen_mask": jnp.asarray(rows.chosen_mask), "rejected_mask": jnp.asarray(rows.rejected_mask),
+             "ref_chosen": jnp.zeros(len(rows)), "ref_rejected": jnp.zeros(len(rows))}
+    plain, plain_sums = dpo_terms(graphdef, 0.1, nll=0.0)(params, batch)
+    mixed, sums = dpo_terms(graphdef, 0.1, nll=0.5)(params, batch)
+    tok_nll = token_losses(model, batch["chosen"][:, :-1], batch["chosen"][:, 1:])
+    mask = rows.chosen_mask.astype(np.float32)
+    mean_nll = np.asarray((tok_nll * mask).sum(-1)) / mask.sum(-1)
+    assert float(mixed - plain) == pytest.approx(0.5 * mean_nll.sum(), rel=1e-4)
+    assert float(sums["nll_chosen"]) == pytest.approx(mean_nll.sum(), rel=1e-4)
+    assert float(sums["dpo_loss"]) == pytest.approx(float(plain_sums["dpo_loss"]), rel=1e-5)
+    with pytest.raises(Exception, match="--nll"):
+        dpo_preset("cpu", nll=-1.0)

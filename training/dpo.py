@@ -6,7 +6,10 @@
 DPO (Rafailov et al. 2023) trains the policy directly on preference pairs, with the SFT model as a
 frozen reference and no reward model:
     loss = -log sigmoid(beta * [(log pi(chosen) - log ref(chosen)) - (log pi(rejected) - log ref(rejected))])
-where log pi(y) sums the log-probabilities of the response's tokens (the final assistant message only).
+where log pi(y) sums the log-probabilities of the response's tokens (the final assistant message only),
+plus --nll times the chosen response's mean per-token NLL (RPO, "DPO+NLL"; dpo_terms says why: without
+it the cpu speedrun's DPO lowered the chosen replies' likelihood along with the rejected ones' and lost
+every tool call).
 The reference log-probabilities never change, so they are computed once up front and travel with the
 batch: no second model sits in memory during training.
 
@@ -35,6 +38,7 @@ ASK_INSTEAD = "i'd like to check with you before doing that: should i go ahead, 
 @dataclass(frozen=True)
 class DPOConfig:
     beta: float = 0.1                 # how far from the reference the policy may move (the DPO paper's 0.1)
+    nll: float = 1.0                  # weight of the chosen responses' per-token NLL added to the loss (RPO)
     seq_len: int = 0                  # 0: the model's context
     device_batch: int = 4             # pairs per device per micro-step (each pair is two rows)
     batch_pairs: int = 0              # pairs per optimiser step over all devices (0: one micro-step)
@@ -60,6 +64,8 @@ class DPOConfig:
                 raise SFTError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.beta <= 0:
             raise SFTError(f"--beta must be > 0, got {self.beta}")
+        if self.nll < 0:
+            raise SFTError(f"--nll must be >= 0 (0: plain DPO), got {self.nll}")
         if self.epochs <= 0 and self.steps == 0:
             raise SFTError("give --epochs > 0 or --steps")
         if not 0 < self.lr_frac <= 1 or not 0 <= self.warmdown_ratio <= 1:
@@ -130,9 +136,19 @@ def tie_aware_accuracy(margin, xp):
     return xp.where(xp.abs(margin) < TIE, 0.5, xp.where(margin > 0, 1.0, 0.0))
 
 
-def dpo_terms(graphdef, beta: float, remat: str = "none"):
+def dpo_terms(graphdef, beta: float, remat: str = "none", nll: float = 0.0):
     """(params, batch) -> (loss sum, sums of the metrics) over a micro-batch of pairs:
-    batch = {chosen, rejected: int32[B, T+1], chosen_mask, rejected_mask: [B, T], ref_chosen, ref_rejected: [B]}."""
+    batch = {chosen, rejected: int32[B, T+1], chosen_mask, rejected_mask: [B, T], ref_chosen, ref_rejected: [B]}.
+
+    With nll > 0 the loss adds nll * (the chosen response's mean per-token NLL), as in RPO (Pang et al. 2024,
+    "DPO+NLL"). Why: plain DPO only pushes the margin, and it can get there by lowering *both* sides. On
+    the cpu speedrun (lr_frac 0.02) the chosen replies' log-probability fell ~45 nats per pair (reward
+    -4.5) while held-out accuracy rose 0.5 -> 0.94, and the tokens that went with it were the call syntax:
+    the rejected side holds more of it (extra_work and pushy drafts make one call more, by design), so
+    replies to agent requests still opened <|tool_call_start|> but no longer closed a well-formed call
+    (call rate 1.0 -> 0.0). With this term (nll 1, and sft_data.focus_pair) the chosen reward stays positive
+    and the call rate stays 0.92 at lr_frac 0.02, 1.0 at 0.005; focus_pair alone gave 0.0, this alone 0.42.
+    The term keeps the chosen responses (their well-formed calls included) likely while the margin grows."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -148,8 +164,12 @@ def dpo_terms(graphdef, beta: float, remat: str = "none"):
         reward_c_B = beta * (logp_c_B - b["ref_chosen"])
         reward_r_B = beta * (logp_r_B - b["ref_rejected"])
         margin_B = reward_c_B - reward_r_B
-        loss_B = -jax.nn.log_sigmoid(margin_B)
-        sums = {"loss": loss_B.sum(), "pairs": jnp.float32(loss_B.shape[0]),
+        dpo_loss_B = -jax.nn.log_sigmoid(margin_B)
+        n_chosen_B = jnp.maximum(mask_2BxT[:margin_B.shape[0]].sum(axis=-1), 1.0)
+        nll_chosen_B = -logp_c_B / n_chosen_B
+        loss_B = dpo_loss_B + nll * nll_chosen_B
+        sums = {"loss": loss_B.sum(), "pairs": jnp.float32(loss_B.shape[0]), "dpo_loss": dpo_loss_B.sum(),
+                "nll_chosen": nll_chosen_B.sum(),
                 "accuracy": tie_aware_accuracy(margin_B, jnp).sum(),
                 "prefers_chosen": (logp_c_B > logp_r_B).astype(jnp.float32).sum(),
                 "margin": margin_B.sum(), "reward_chosen": reward_c_B.sum(), "reward_rejected": reward_r_B.sum(),
@@ -278,7 +298,7 @@ def train_dpo(cfg: DPOConfig, sft: Path | None = None, data: Path | None = None,
 
     graphdef, params = nnx.split(model)
     params = jax.device_get(nnx.to_pure_dict(params))  # host arrays: placed per the state's shardings below
-    terms = dpo_terms(graphdef, cfg.beta, cfg.remat)
+    terms = dpo_terms(graphdef, cfg.beta, cfg.remat, cfg.nll)
     row_sharding = meshlib.batch_sharding(mesh, ndim=2, batch_axis=0)
 
     def place(x: np.ndarray, sharding, global_rows: int):
@@ -324,7 +344,8 @@ def train_dpo(cfg: DPOConfig, sft: Path | None = None, data: Path | None = None,
                 "num_steps": num_steps, "batch_pairs": batch_pairs, "train_pairs": len(train_rows)}
     if restored is not None:
         start, state, saved = restored
-        check_resume(saved.get("config", {}), cfg.to_dict(), out, RESUMABLE_CHANGES)
+        # checkpoints from before --nll existed were plain DPO: `--nll 0` resumes them
+        check_resume({"nll": 0.0, **saved.get("config", {})}, cfg.to_dict(), out, RESUMABLE_CHANGES)
         for key in ("sft", "data", "batch_pairs", "train_pairs"):
             if saved.get(key) != run_meta[key]:
                 raise SFTError(f"{out} was trained with {key} {saved.get(key)!r}, now {run_meta[key]!r}; resume with "
@@ -351,7 +372,8 @@ def train_dpo(cfg: DPOConfig, sft: Path | None = None, data: Path | None = None,
          "too_long": {"train": train_long, "val": val_long}, "jax": jax.__version__})
     if start == 0:
         console.print(f"DPO: {sft} -> {out}: {len(train_rows)} pairs ({n_sessions} from sessions), {num_steps} steps "
-                      f"of {batch_pairs} pairs, beta {cfg.beta}, {n_dev} device(s), accumulation {accum}")
+                      f"of {batch_pairs} pairs, beta {cfg.beta}, chosen NLL weight {cfg.nll}, {n_dev} device(s), "
+                      f"accumulation {accum}")
 
     def held_out(step: int) -> dict:
         """Preference metrics on the held-out pairs under the current policy."""
@@ -392,7 +414,8 @@ def train_dpo(cfg: DPOConfig, sft: Path | None = None, data: Path | None = None,
                 history.append({"step": done, **m})
                 log({"step": done, **m, "lr_mult": lr, "step_s": (time.perf_counter() - t0) / max(1, len(history))})
                 console.print(f"step {done:>5}/{num_steps} | loss {m['loss']:.4f} | acc {m['accuracy']:.3f} | "
-                              f"margin {m['margin']:.3f} | logp c {m['logp_chosen']:.1f} r {m['logp_rejected']:.1f}")
+                              f"margin {m['margin']:.3f} | nll c {m['nll_chosen']:.3f} | "
+                              f"logp c {m['logp_chosen']:.1f} r {m['logp_rejected']:.1f}")
             if cfg.eval_every and done % cfg.eval_every == 0 and done < num_steps:
                 held_out(done)
             if (cfg.save_every and done % cfg.save_every == 0) or done == num_steps:
