@@ -127,6 +127,22 @@ def bench_sample_cmd(
         raise
 
 
+@bench_app.command("chat")
+def bench_chat_cmd(
+    model: Optional[Path] = typer.Option(None, "--model", help="Model directory (default: the one chat would load)."),
+    cwd: Path = typer.Option(Path("."), "--cwd", help="Workspace of the measured session."),
+    prompt: str = typer.Option("where is main defined?", "--prompt", help="The request timed to its first text."),
+    repeats: int = typer.Option(3, "--repeats", help="Fresh processes to time (the first may compile)."),
+):
+    """Start-up of `nanocode chat`: until the UI can draw, the model is ready, and Enter -> first text."""
+    from agent.bench_startup import report, run
+
+    try:
+        report(run(str(model) if model else None, cwd, prompt, repeats))
+    except RuntimeError as e:
+        fail(str(e))
+
+
 @bench_app.command("train")
 def bench_train_cmd(
     depth: str = typer.Option("12", "--depth", help="Model depth; a comma list compares (e.g. 12,20)."),
