@@ -32,13 +32,23 @@ def got_text(outcome: str) -> str:
     return f"raises `{outcome.removeprefix('raises ')}`" if outcome.startswith("raises ") else f"returns `{outcome}`"
 
 
-def make(files, rng: random.Random) -> Task | None:
+def probed_function(files, rng: random.Random, with_mutants: bool = True):
+    """A self-contained function run on generated arguments: (file, function, its source, probes (calls
+    and what they printed), mutants (small planted bugs)), or None."""
     f = pick_file(files, rng, lambda f: any(probeable(g) for g in f.info.functions))
     fn = pick_function(f, rng, probeable) if f else None
     if fn is None:
         return None
     source = f.info.segment(fn.lineno, fn.end_lineno)
-    probes, mutants = probe(source, fn.name, required(fn), random.Random(rng.random()))
+    probes, mutants = probe(source, fn.name, required(fn), random.Random(rng.random()), with_mutants=with_mutants)
+    return f, fn, source, probes, mutants
+
+
+def make(files, rng: random.Random) -> Task | None:
+    found = probed_function(files, rng)
+    if found is None:
+        return None
+    f, fn, source, probes, mutants = found
     mutants = [m for m in mutants if source.count(m.new) == 0 and source.count(m.old) == 1
                and "\n" not in probes[m.probe].printed]
     if not mutants:

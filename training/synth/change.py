@@ -107,7 +107,9 @@ def new_number(v, rng: random.Random):
     return rng.choice([o for o in options if o != v])
 
 
-def make_constant(files, rng: random.Random) -> Task | None:
+def constant_site(files, rng: random.Random):
+    """A module-level numeric constant whose line is unique in its file: (file, constant, line, match of
+    `NAME[: type] = value  # comment`), or None."""
     f = pick_file(files, rng, lambda f: any(isinstance(c.value, (int, float)) for c in f.info.constants))
     if f is None:
         return None
@@ -116,6 +118,14 @@ def make_constant(files, rng: random.Random) -> Task | None:
     m = re.match(rf"^{c.name}\s*(:\s*[\w.\[\], ]+)?=\s*(\S+?)\s*(#.*)?$", line)
     if m is None or f.text.count(line) != 1 or m.group(2) != repr(c.value):
         return None
+    return f, c, line, m
+
+
+def make_constant(files, rng: random.Random) -> Task | None:
+    found = constant_site(files, rng)
+    if found is None:
+        return None
+    f, c, line, m = found
     new = new_number(c.value, rng)
     new_line = line[:m.start(2)] + repr(new) + line[m.end(2):]
     spec, rel = project(f, files, rng), f.rel
@@ -164,7 +174,9 @@ def default_site(fn, line: str, rng: random.Random):
     return p.name, p.default, new, edited
 
 
-def make_default(files, rng: random.Random) -> Task | None:
+def pick_default_site(files, rng: random.Random):
+    """A one-line def with a defaulted parameter, unique in its file: (file, function, line, (param, old,
+    new, edited line)), or None."""
     f = pick_file(files, rng, lambda f: any(p.default for g in f.info.functions for p in g.params))
     fn = pick_function(f, rng, lambda g: any(p.default for p in g.params) and g.lineno == g.def_end) if f else None
     if fn is None:
@@ -173,7 +185,14 @@ def make_default(files, rng: random.Random) -> Task | None:
     site = default_site(fn, line, rng)
     if site is None or f.text.count(line) != 1:
         return None
-    p, old, new, edited = site
+    return f, fn, line, site
+
+
+def make_default(files, rng: random.Random) -> Task | None:
+    found = pick_default_site(files, rng)
+    if found is None:
+        return None
+    f, fn, line, (p, old, new, edited) = found
     spec, rel = project(f, files, rng), f.rel
     request = rng.choice(DEFAULT_REQUESTS).format(p=code(p), fn=code(fn.name), old=old, new=new)
 

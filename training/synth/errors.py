@@ -4,7 +4,7 @@ import random
 import re
 
 from training.synth import voice
-from training.synth.change import default_site
+from training.synth.change import pick_default_site
 from training.synth.episode import Episode, Skip
 from training.synth.explain import explainable, summary
 from training.synth.tasks import (Task, code, expect_hit, grep_definition, pick_file, pick_function, project,
@@ -50,15 +50,10 @@ def make_missing_file(files, rng: random.Random) -> Task | None:
 def make_ambiguous_edit(files, rng: random.Random) -> Task | None:
     """Change a default whose `name=value` text appears more than once: the short Edit fails, the model
     retries with the whole def line."""
-    f = pick_file(files, rng, lambda f: any(p.default for g in f.info.functions for p in g.params))
-    fn = pick_function(f, rng, lambda g: any(p.default for p in g.params) and g.lineno == g.def_end) if f else None
-    if fn is None:
+    found = pick_default_site(files, rng)
+    if found is None:
         return None
-    line = f.info.line(fn.lineno)
-    site = default_site(fn, line, rng)
-    if site is None or f.text.count(line) != 1:
-        return None
-    p, old, new, edited = site
+    f, fn, line, (p, old, new, edited) = found
     m = re.search(rf"\b{p}\s*=\s*{re.escape(old)}\b", line)
     if m is None:
         return None

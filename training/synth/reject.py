@@ -4,7 +4,7 @@ import random
 import re
 
 from training.synth import voice
-from training.synth.change import CONST_REQUESTS, new_number
+from training.synth.change import CONST_REQUESTS, constant_site, new_number
 from training.synth.episode import Episode
 from training.synth.tasks import Task, code, expect_hit, grep_definition, pick_file, project
 
@@ -22,14 +22,10 @@ def make(files, rng: random.Random) -> Task | None:
 def make_edit_rejected(files, rng: random.Random) -> Task | None:
     """Change a constant; the user rejects the Edit: silently, with a different value, or silently and
     then says what they want in the next turn."""
-    f = pick_file(files, rng, lambda f: any(isinstance(c.value, (int, float)) for c in f.info.constants))
-    if f is None:
+    found = constant_site(files, rng)
+    if found is None:
         return None
-    c = rng.choice([c for c in f.info.constants if isinstance(c.value, (int, float))])
-    line = f.info.line(c.lineno)
-    m = re.match(rf"^{c.name}\s*(:\s*[\w.\[\], ]+)?=\s*(\S+?)\s*(#.*)?$", line)
-    if m is None or f.text.count(line) != 1 or m.group(2) != repr(c.value):
-        return None
+    f, c, line, m = found
     new, alt = new_number(c.value, rng), new_number(c.value, rng)
     if alt == new:
         return None

@@ -5,11 +5,10 @@ import re
 from pathlib import Path
 
 from training.synth import voice
-from training.synth.bugfix import probeable, required
+from training.synth.bugfix import probed_function
 from training.synth.episode import Episode, Skip
-from training.synth.probe import probe
 from training.synth.sources import module_file_name
-from training.synth.tasks import Task, code, pick_file, pick_function, small_project
+from training.synth.tasks import Task, code, small_project
 
 NAME = "run"
 
@@ -33,12 +32,10 @@ TEST_REQUESTS = ["run the tests", "can you run the tests and tell me if they pas
 
 
 def make_tests(files, rng: random.Random) -> Task | None:
-    f = pick_file(files, rng, lambda f: any(probeable(g) for g in f.info.functions))
-    fn = pick_function(f, rng, probeable) if f else None
-    if fn is None:
+    found = probed_function(files, rng)
+    if found is None:
         return None
-    source = f.info.segment(fn.lineno, fn.end_lineno)
-    probes, mutants = probe(source, fn.name, required(fn), random.Random(rng.random()))
+    f, fn, source, probes, mutants = found
     probes = [p for p in probes if len(p.result) <= 40][:3]
     if len(probes) < 2:
         return None
@@ -89,12 +86,10 @@ EVAL_REQUESTS = ["what does {call} return? run it", "run {call} and tell me the 
 
 
 def make_eval(files, rng: random.Random) -> Task | None:
-    f = pick_file(files, rng, lambda f: any(probeable(g) for g in f.info.functions))
-    fn = pick_function(f, rng, probeable) if f else None
-    if fn is None:
+    found = probed_function(files, rng, with_mutants=False)
+    if found is None:
         return None
-    source = f.info.segment(fn.lineno, fn.end_lineno)
-    probes, _ = probe(source, fn.name, required(fn), random.Random(rng.random()), with_mutants=False)
+    f, fn, source, probes, _ = found
     probes = [p for p in probes if "\n" not in p.printed and p.printed.strip() and len(p.printed) <= 40]
     if not probes:
         return None
