@@ -4,8 +4,9 @@ import random
 import re
 
 from training.synth import voice
-from training.synth.episode import Episode, Skip
-from training.synth.tasks import Task, code, expect_hit, grep_definition, pick_file, pick_function, project, read_lines
+from training.synth.episode import Episode
+from training.synth.tasks import (Task, code, expect_hit, grep_unique_definition, pick_file, pick_function,
+                                  project, read_lines)
 
 NAME = "change"
 SYNONYMS = {"get": "fetch", "fetch": "get", "make": "build", "build": "make", "create": "make",
@@ -198,10 +199,7 @@ def make_default(files, rng: random.Random) -> Task | None:
 
     def script(ep: Episode) -> None:
         ep.user(request)
-        hits = grep_definition(ep, fn.name)
-        expect_hit(hits, rel, fn.lineno)
-        if len(hits) != 1:
-            raise Skip("the function name is defined in more than one place")
+        grep_unique_definition(ep, fn.name, rel, fn.lineno)
         read_lines(ep, rel, fn.lineno, 3)
         ep.say(ep.pick(voice.EDIT_NOTES, path=rel))
         ep.call("Edit", path=rel, old_string=line, new_string=edited)
@@ -243,10 +241,7 @@ def make_add_param(files, rng: random.Random) -> Task | None:
 
     def script(ep: Episode) -> None:
         ep.user(request)
-        hits = grep_definition(ep, fn.name)
-        expect_hit(hits, rel, fn.lineno)
-        if len(hits) != 1:
-            raise Skip("the function name is defined in more than one place")
+        grep_unique_definition(ep, fn.name, rel, fn.lineno)
         read_lines(ep, rel, fn.lineno, 4)
         ep.say(ep.pick(voice.EDIT_NOTES, path=rel))
         ep.call("Edit", path=rel, old_string=line, new_string=edited)

@@ -7,8 +7,8 @@ from training.synth import voice
 from training.synth.change import pick_default_site
 from training.synth.episode import Episode, Skip
 from training.synth.explain import explainable, summary
-from training.synth.tasks import (Task, code, expect_hit, grep_definition, pick_file, pick_function, project,
-                                  read_lines)
+from training.synth.tasks import (Task, code, expect_hit, grep_definition, grep_unique_definition, pick_file,
+                                  pick_function, project, read_lines)
 
 NAME = "errors"
 
@@ -69,10 +69,7 @@ def make_ambiguous_edit(files, rng: random.Random) -> Task | None:
 
     def script(ep: Episode) -> None:
         ep.user(request)
-        hits = grep_definition(ep, fn.name)
-        expect_hit(hits, rel, fn.lineno)
-        if len(hits) != 1:
-            raise Skip("defined in more than one place")
+        grep_unique_definition(ep, fn.name, rel, fn.lineno)
         read_lines(ep, rel, fn.lineno, 3)
         ep.say(ep.pick(voice.EDIT_NOTES, path=rel))
         ep.call("Edit", expect_ok=False, path=rel, old_string=short, new_string=short_new)

@@ -3,8 +3,9 @@ a change then thanks). The history is real: the second turn continues in the sam
 import random
 
 from training.synth import change, explain, locate, voice
-from training.synth.episode import Episode, Skip
-from training.synth.tasks import Task, code, expect_hit, grep_definition, pick_file, pick_function, project, read_lines
+from training.synth.episode import Episode
+from training.synth.tasks import (Task, code, grep_unique_definition, pick_file, pick_function, project,
+                                  read_lines)
 
 NAME = "followup"
 THEN_EXPLAIN = ["what does it do?", "cool, and what does it do?", "explain it please", "ok, what is it for?"]
@@ -26,10 +27,7 @@ def make_locate_explain(files, rng: random.Random) -> Task | None:
 
     def script(ep: Episode) -> None:
         ep.user(request)
-        hits = grep_definition(ep, fn.name)
-        expect_hit(hits, rel, fn.lineno)
-        if len(hits) != 1:
-            raise Skip("several definitions")
+        grep_unique_definition(ep, fn.name, rel, fn.lineno)
         ep.say(ep.rng.choice(locate.ANSWERS).format(path=rel, line=fn.lineno, name=code(fn.name)))
         ep.end()
         ep.user(follow)

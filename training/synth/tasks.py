@@ -95,6 +95,14 @@ def expect_hit(hits: list[tuple[str, int]], path: str, line: int) -> None:
         raise Skip(f"grep did not find {path}:{line} (got {hits[:3]})")
 
 
+def grep_unique_definition(ep: Episode, name: str, path: str, line: int) -> None:
+    """Grep for `def name` and expect exactly the one definition at path:line (else this task is skipped)."""
+    hits = grep_definition(ep, name)
+    expect_hit(hits, path, line)
+    if len(hits) != 1:
+        raise Skip(f"{name} is defined in more than one place")
+
+
 def doc_sentence(f: Function) -> str:
     """'it returns the sum' from the docstring, or ''."""
     return voice.describe(f.doc)
