@@ -276,3 +276,24 @@ def test_chosen_nll_term_adds_the_mean_token_nll(fixtures, tiny_tokenizer):
     assert float(sums["dpo_loss"]) == pytest.approx(float(plain_sums["dpo_loss"]), rel=1e-5)
     with pytest.raises(Exception, match="--nll"):
         dpo_preset("cpu", nll=-1.0)
+
+
+def test_chat_token_logits_start_from_the_mean_of_ordinary_tokens(tiny_tokenizer):
+    """Pretraining saturates the chat tokens' logits at the soft-cap floor (-14.94 of -15 in the first H200
+    run), where no gradient flows: SFT from a base model moves their head columns to the ordinary mean."""
+    from training.sft import CHAT_TOKENS, reset_chat_tokens
+    tok = tiny_tokenizer
+    model = GPT(ModelConfig(depth=1, vocab_size=tok.vocab_size, seq_len=16), rngs=nnx.Rngs(0))
+    ids = [tok.special(name) for name in CHAT_TOKENS]
+    head = np.asarray(model.lm_head[...]).copy()
+    head[:, ids] = -50.0  # what long pretraining does to tokens it never sees as targets
+    model.lm_head[...] = head
+    wte = np.asarray(model.wte[...]).copy()
+    reset_chat_tokens(model, tok)
+    after = np.asarray(model.lm_head[...])
+    ordinary = [i for i in range(tok.vocab_size) if i not in tok.special_ids]
+    np.testing.assert_allclose(after[:, ids], np.repeat(head[:, ordinary].mean(1, keepdims=True), len(ids), 1),
+                               rtol=1e-5, atol=1e-6)
+    others = [i for i in range(head.shape[1]) if i not in ids]
+    np.testing.assert_array_equal(after[:, others], head[:, others])  # bos, FIM tokens, text: untouched
+    np.testing.assert_array_equal(np.asarray(model.wte[...]), wte)   # inputs keep their distinct random rows

@@ -76,7 +76,9 @@ PRESETS = {
     "test": dict(device_batch=4, steps=24, eval_every=8, eval_samples=4, sample_tokens=24, save_every=8,
                  log_every=4, replay=0.0, lr_frac=1.0),
     "cpu": dict(device_batch=8, epochs=2.0, eval_every=50, eval_samples=12, save_every=50, log_every=5),
-    "gpu": dict(device_batch=16, batch_rows=64, epochs=3.0, eval_every=100, eval_samples=32, remat="dots"),
+    # 16 rows a step, not 64: the chat tokens are learnt per optimiser step, and 44 steps of 64 rows (the first
+    # H200 speedrun) left the tool-call rate at 0 where ~150 steps of 16 rows see the same data.
+    "gpu": dict(device_batch=16, batch_rows=16, epochs=3.0, eval_every=50, eval_samples=32, remat="dots"),
 }
 RESUMABLE_CHANGES = {"eval_every", "eval_samples", "sample_tokens", "save_every", "keep_checkpoints", "log_every",
                      "remat", "fsdp", "device_batch"}
@@ -159,6 +161,28 @@ def tool_call_validity(sampler, conversations: list[dict], tok, max_tokens: int)
             "tool_call_validity": ok / judged if judged else None}
 
 
+# The chat and tool-call tokens never occur in pretraining text (only <|bos|> and the FIM tokens do), so
+# pretraining pushes their logits down until the soft-cap saturates: in the first H200 speedrun (depth 8,
+# 1,350 steps) all eight sat at -14.94 of the cap's -15, ranked ~16,300th of 16,384, where tanh passes almost
+# no gradient. 44 SFT steps then left the call rate at 0 on both held-out synth requests and agent tasks (the
+# model wrote "let me find it first" and went on in prose). Giving those rows the mean of the ordinary
+# tokens' head columns (Hewitt 2021, "Initializing new word embeddings for pretrained language models") starts
+# them at an average token's logit, where the gradient flows. Their input embeddings are left alone: never
+# seen, they still hold their random initialisation, which keeps the ten tokens distinct.
+CHAT_TOKENS = ("user_start", "user_end", "assistant_start", "assistant_end", "tool_call_start", "tool_call_end",
+               "tool_arg", "tool_val", "tool_result_start", "tool_result_end")
+
+
+def reset_chat_tokens(model, tok) -> None:
+    """Set the output head columns of CHAT_TOKENS to the mean of the ordinary tokens' columns."""
+    import jax.numpy as jnp
+    import numpy as np
+    ids = np.array([tok.special(name) for name in CHAT_TOKENS])
+    ordinary = np.setdiff1d(np.arange(tok.vocab_size), np.array(sorted(tok.special_ids)))
+    head = model.lm_head[...]  # [C, V] (training layout)
+    model.lm_head[...] = head.at[:, ids].set(jnp.mean(head[:, ordinary], axis=1, keepdims=True))
+
+
 def train_sft(cfg: SFTConfig, base: Path | None = None, data: Path | None = None, out: Path | None = None,
               tokens: Path | None = None, coordinator: str | None = None, num_processes: int | None = None,
               process_id: int | None = None, console=None) -> dict:
@@ -194,6 +218,8 @@ def train_sft(cfg: SFTConfig, base: Path | None = None, data: Path | None = None
     except CheckpointError as e:
         raise SFTError(str(e)) from e
     model_cfg = info["config"]
+    if info.get("meta", {}).get("stage") == "base":
+        reset_chat_tokens(model, tok)
     out = Path(out or home / "runs" / f"sft-d{model_cfg.depth}").expanduser().absolute()
     if (out / COMPLETE).is_file():
         summary = json.loads((out / COMPLETE).read_text())

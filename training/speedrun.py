@@ -110,9 +110,9 @@ BUDGETS: dict[str, Budget] = {
     # site-packages, ~3 min on 16 cores), tokenizer (a 100 MB sample, no GPT-4-split baseline: it would
     # double the ~1 min; compression is flat beyond ~100 MB), shards (~1 min), synth (3000 conversations on
     # 16 cores, ~2 min), SFT + DPO (~2 min), evals (all 164 HumanEval problems, 18 agent tasks, ~3 min).
-    "gpu": Budget(corpus_bytes=None, vocab=32768, tokenizer_bytes=100 * MB, tokenizer_baseline=False,
-                  base=dict(preset="gpu", depth=8, tokens_per_param=13.0), synth_n=3000, synth_max_files=6000,
-                  sft=dict(preset="gpu"), dpo=dict(preset="gpu"),
+    "gpu": Budget(corpus_bytes=None, vocab=16384, tokenizer_bytes=100 * MB, tokenizer_baseline=False,
+                  base=dict(preset="gpu", depth=8), synth_n=6000, synth_max_files=12000,
+                  sft=dict(preset="gpu"), dpo=dict(preset="gpu", lr_frac=0.005),
                   bpb_tokens=2_097_152, tokenizer_eval_mb=8.0, humaneval_limit=None, humaneval_tokens=384,
                   agent_per_kind=3, agent_max_steps=12, reply_tokens=512),
 }
