@@ -40,7 +40,7 @@ def run_headless(agent: Agent, prompt: str, *, json_lines: bool = False, out: Te
             out.flush()
         if isinstance(event, Permission) and event.decision == "reject" and event.call_id in unapproved:
             name = unapproved[event.call_id]
-            print(f"nanocode: rejected a {name} call that needs approval; pass --allow {name} or --yes to "
+            print(f"nanocode: rejected the {name} call (it needs approval); pass --allow {name} or --yes to "
                   "let it run", file=err)
         elif isinstance(event, Error) and not json_lines:
             print(f"nanocode: {event.message}", file=err)

@@ -476,7 +476,7 @@ def train_dpo_command(
 @train_app.command("speedrun")
 def train_speedrun_command(
     preset: str = typer.Option("cpu", "--preset", help="test (seconds), cpu (this laptop, ~30 min), gpu (one GPU, "
-                               "~25 min)."),
+                               "~15 min on an H200)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: "
                                        "$NANOCODE_HOME/runs/speedrun-<preset>); rerun the same command on it to "
                                        "continue after a kill."),

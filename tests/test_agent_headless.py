@@ -50,7 +50,7 @@ def test_calls_needing_approval_are_rejected_and_reported(tiny_tokenizer, tmp_pa
                               allowed=["Read"])
     assert code == EXIT_OK
     assert not (tmp_path / "made").exists()
-    assert "rejected a Bash call that needs approval; pass --allow Bash or --yes" in err
+    assert "rejected the Bash call (it needs approval); pass --allow Bash or --yes" in err
     events = [json.loads(line) for line in out.splitlines()]
     perm = next(e for e in events if e["type"] == "permission")
     assert perm["decision"] == "reject" and "--allow Bash" in perm["note"]

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from training.eval_humaneval import (Problem, cut_at_stops, evaluate, extract_function, load_problems, pass_at_k,
-                                     program, score)
+from training.eval_humaneval import (Problem, base_completion, body_indent, cut_at_stops, evaluate, extract_function,
+                                     load_problems, pass_at_k, program, prompt_ids, score)
 from training.sandbox import Limits, probe_isolation, run_python
 
 FAST = Limits(timeout_s=3.0, cpu_s=1, memory_mb=256, output_kb=64)
@@ -116,6 +116,22 @@ def test_base_completions_stop_at_the_next_top_level_statement():
     assert cut_at_stops(text) == "    return x + 1\n\n"
     assert cut_at_stops("    return 1\nprint(f(2))") == "    return 1"
     assert cut_at_stops("    return 1") == "    return 1"
+
+
+def test_base_prompt_ends_with_the_body_indentation_and_the_program_is_the_solution(problems, tiny_tokenizer):
+    """A base model is given the prompt plus the body's indentation (the pre-tokenizer glues newline and
+    indentation into one token); what it writes after that, put back behind the whole prompt, is the program."""
+    for p in problems[:20]:
+        indent = body_indent(p.prompt)
+        assert indent == "    "  # every docstring-ending prompt here opens a 4-space body
+        ids = prompt_ids(p, tiny_tokenizer, "base")
+        assert tiny_tokenizer.decode(ids[1:]) == p.prompt + indent
+        solution = p.canonical_solution
+        assert solution.startswith(indent)
+        assert base_completion(solution[len(indent):], p) == cut_at_stops(solution)
+    assert body_indent("def f():\n    return 1") == ""  # no trailing newline: nothing to add
+    canonical = [[base_completion(p.canonical_solution[4:], p)] for p in problems[:5]]
+    assert score(problems[:5], canonical, limits=FAST)["pass@1"] == 1.0
 
 
 def test_generation_with_a_tiny_model_runs_end_to_end(problems, tiny_tokenizer):

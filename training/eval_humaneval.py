@@ -119,7 +119,7 @@ def prompt_ids(problem: Problem, tok: Tokenizer, mode: str) -> list[int]:
     if mode == "chat":
         return render_prompt(chat_messages(problem), tok)
     if mode == "base":
-        return [tok.special("bos"), *tok.encode(problem.prompt)]
+        return [tok.special("bos"), *tok.encode(problem.prompt + body_indent(problem.prompt))]
     raise ValueError(f"mode must be 'chat' or 'base', got {mode!r}")
 
 
@@ -148,8 +148,28 @@ def generate(sampler, tok: Tokenizer, problems: list[Problem], *, mode: str, sam
         for (i, j), new in zip(batch, outs):
             text = tok.decode(until_special(new, tok))
             raw[i][j] = text
-            completions[i][j] = extract_function(text, problems[i]) if mode == "chat" else cut_at_stops(text)
+            completions[i][j] = extract_function(text, problems[i]) if mode == "chat" else base_completion(
+                text, problems[i])
     return completions, raw
+
+
+def body_indent(prompt: str) -> str:
+    """The indentation the body after the prompt starts with (that of its last line, the docstring's end),
+    given to a base model as part of the prompt. Why: the code pre-tokenizer makes a newline and the next
+    line's indentation one token, so a prompt that ends in a bare "\n" ends on a token that in training
+    always meant "the next line starts at column 0"; the first H200 model answered it with top-level comments
+    and imports (pass@1 0 of 164, every completion dedented). With the indentation the prompt ends on the
+    token that opens a function body in training (what token healing would pick)."""
+    if not prompt.endswith("\n"):
+        return ""
+    last = next((line for line in reversed(prompt.splitlines()) if line.strip()), "")
+    return last[:len(last) - len(last.lstrip())]
+
+
+def base_completion(text: str, problem: Problem) -> str:
+    """What follows problem.prompt in the program: the indentation given with the prompt, then the model's
+    continuation up to the next top-level statement."""
+    return body_indent(problem.prompt) + cut_at_stops(text)
 
 
 # --- scoring ---------------------------------------------------------------------------------------
