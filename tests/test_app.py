@@ -10,7 +10,7 @@ import pytest
 from agent.app import NanocodeApp
 from agent.events import Error, Permission, TextDelta, ToolCall, ToolResult, TurnEnd
 from agent.widgets.message import AssistantMessage, Notice, UserMessage
-from agent.widgets.permission_prompt import PermissionPrompt
+from agent.widgets.permission_prompt import GRACE_S, PermissionPrompt
 from agent.widgets.prompt_input import PromptInput
 from agent.widgets.tool_call import ToolCallView, edit_texts, focus_diff
 from agent.widgets.tool_output import ToolOutput
@@ -110,8 +110,9 @@ def transcript(app, kind):
 
 
 def asking(app) -> bool:
-    """A permission prompt is up and has the keys (it is mounted a moment before it takes focus)."""
-    return isinstance(app.focused, PermissionPrompt)
+    """A permission prompt is up, has the keys (it is mounted a moment before it takes focus) and takes
+    answers (keys in its first GRACE_S are not answers)."""
+    return isinstance(app.focused, PermissionPrompt) and app.focused.armed
 
 
 def idle(app) -> bool:
@@ -179,6 +180,25 @@ async def test_always_allow_skips_the_next_prompt_for_that_tool(workspace):
         first, second = transcript(app, ToolCallView)
         assert (first.decision, second.decision) == ("always", "auto")
         assert second.query_one(ToolOutput).ok
+
+
+@pytest.mark.asyncio
+async def test_keys_typed_as_the_prompt_appears_do_not_answer_it(workspace):
+    agent = ScriptedAgent(workspace, [[("call", "Bash", {"command": "rm -rf build"}, "unused"), ("text", ["ok"])]])
+    app = NanocodeApp(agent, model_name="tiny", workspace=workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "clean up")
+        await until(pilot, lambda: isinstance(app.focused, PermissionPrompt))
+        prompt = app.query_one(PermissionPrompt)
+        prompt.shown_at = time.monotonic() + 60  # keys land within the grace period, however slow the machine
+        await pilot.press("y", "a")
+        assert not prompt.answered and agent.decisions == [] and not prompt.has_class("-note")
+        await pilot.press("n")
+        assert not prompt.has_class("-note")
+        prompt.shown_at = time.monotonic() - GRACE_S  # once it has been up a moment, keys answer it
+        await pilot.press("y")
+        await until(pilot, lambda: idle(app))
+        assert agent.decisions == [("allow", "")]
 
 
 @pytest.mark.asyncio

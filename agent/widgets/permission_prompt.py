@@ -1,6 +1,8 @@
 """The inline question before a tool runs: y allow once, a always allow this tool for the session,
 n reject. After n the prompt turns into a one-line note box, so a rejection can tell the model what to
 do instead; Enter sends the note, and Enter on an empty box is a plain reject (so n, Enter is quick)."""
+import time
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.content import Content
@@ -12,6 +14,10 @@ from agent.events import ToolCall
 
 KEYS = "[b]y[/b] allow · [b]a[/b] always allow $name this session · [b]n[/b] reject (+ note) · [b]Esc[/b] stop"
 NOTE_KEYS = "type it and press [b]Enter[/b] (nothing + Enter = plain reject) · [b]Esc[/b] stop"
+# The prompt takes the keyboard as it appears, so a user typing the next request at that moment would
+# answer it with whatever y, a or n came next. Keys that arrive this soon after it appeared are not an
+# answer to a question nobody has read yet (a person needs ~0.25 s just to notice a change on screen).
+GRACE_S = 0.4
 
 
 class PermissionPrompt(Widget, can_focus=True):
@@ -32,6 +38,15 @@ class PermissionPrompt(Widget, can_focus=True):
         super().__init__()
         self.call = call
         self.answered = False
+        self.shown_at = time.monotonic()
+
+    def on_mount(self) -> None:
+        self.shown_at = time.monotonic()
+
+    @property
+    def armed(self) -> bool:
+        """Whether y, a and n count yet (see GRACE_S)."""
+        return time.monotonic() - self.shown_at >= GRACE_S
 
     def compose(self) -> ComposeResult:
         yield Static(Content.from_markup("Allow [b]$name[/b]?", name=self.call.name), classes="question")
@@ -44,9 +59,12 @@ class PermissionPrompt(Widget, can_focus=True):
             self.focus()
 
     def action_answer(self, answer: str) -> None:
-        self._finish(answer, "")
+        if self.armed:
+            self._finish(answer, "")
 
     def action_reject(self) -> None:
+        if not self.armed:
+            return
         self.add_class("-note")
         self.query_one(".question", Static).update(
             Content.from_markup("Reject [b]$name[/b]. Anything to tell the model?", name=self.call.name))
