@@ -360,6 +360,8 @@ def train_base_command(
     save_every: Optional[int] = _SAVE_EVERY,
     sample_every: Optional[int] = typer.Option(None, "--sample-every", help="Steps between samples (0: at the end)."),
     remat: Optional[str] = _REMAT,
+    residual_dtype: Optional[str] = typer.Option(None, "--residual-dtype", help="auto (the compute dtype: bf16 "
+                                                 "on GPU), float32 or bfloat16."),
     fsdp: Optional[bool] = _FSDP,
     seed: Optional[int] = typer.Option(None, "--seed", help="Initialisation and data-order seed."),
     coordinator: Optional[str] = _COORDINATOR, num_processes: Optional[int] = _NUM_PROCESSES,
@@ -382,7 +384,8 @@ def train_base_command(
         cfg = from_preset(preset, depth=depth, steps=steps, seq_len=seq_len, device_batch=device_batch,
                           total_batch=total_batch, matrix_lr=matrix_lr, embedding_lr=embedding_lr,
                           unembedding_lr=unembedding_lr, fim_rate=fim_rate, eval_every=eval_every,
-                          save_every=save_every, sample_every=sample_every, remat=remat, fsdp=fsdp, seed=seed)
+                          save_every=save_every, sample_every=sample_every, remat=remat,
+                          residual_dtype=residual_dtype, fsdp=fsdp, seed=seed)
         train_base(cfg, out, data, tokenizer, coordinator, num_processes, process_id)
     except (TrainError, TrainConfigError) as e:
         fail(str(e))

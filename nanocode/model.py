@@ -6,8 +6,13 @@
 - optional grouped-query attention (`gqa_ratio` query heads per key/value head), logit soft-cap
 
 Dtype policy (nanochat's, made explicit): parameters are fp32 master weights; every matmul casts its
-weight and input to `model.dtype` (bf16 on GPU, fp32 on CPU, see runtime.compute_dtype); the residual
-stream and the returned logits are fp32.
+weight and input to `model.dtype` (bf16 on GPU, fp32 on CPU, see runtime.compute_dtype); RMSNorm, RoPE and
+the logits are computed in fp32. The residual stream is `model.residual_dtype`: fp32 by default (the
+sampler and every loaded model), the compute dtype where the trainer asks for it (TrainConfig
+.residual_dtype; its in-training evaluation too): bf16 halves the bytes of every residual add and norm,
+forward and backward, as nanochat's bf16 embedding does. The norms' gradients are written by hand
+(`norm_to`, `qkv_heads`): the same forward ops, a backward from the normalized output and one fp32 scale
+per row.
 
 Two ways to run it:
 - `model(ids_BxT) -> logits_BxTxV` (training, full causal attention through jax.nn.dot_product_attention,
@@ -19,6 +24,7 @@ Two ways to run it:
 """
 import math
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -137,6 +143,44 @@ def rms_norm(x):
     return (x.astype(jnp.float32) * rms_scale(x)).astype(x.dtype)
 
 
+def _rms_norm_grad(y, s, dy):
+    """dL/dx of y = x * s(x), s = 1/RMS(x), from the output y and the scale s alone (x = y / s):
+    dx = s * (dy - y * mean(dy * y)), in fp32. Autodiff of rms_norm instead keeps x (fp32 for an fp32
+    residual) alive for the backward and rebuilds the chain of casts and means."""
+    yf, dyf = y.astype(jnp.float32), dy.astype(jnp.float32)
+    return s * (dyf - yf * jnp.mean(dyf * yf, axis=-1, keepdims=True))
+
+
+def norm_to(x, dtype):
+    """rms_norm(x).astype(dtype), with a hand-written backward (see _rms_norm_grad); the gradient comes
+    back in x's dtype."""
+    return _norm_to(x, jnp.dtype(x.dtype), jnp.dtype(dtype))
+
+
+def _norm_to_autodiff(x, dtype):
+    """norm_to through JAX's autodiff (to measure the hand-written backward against)."""
+    return rms_norm(x).astype(dtype)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _norm_to(x, x_dtype, dtype):
+    return rms_norm(x).astype(dtype)
+
+
+def _norm_to_fwd(x, x_dtype, dtype):
+    s = rms_scale(x)
+    y = (x.astype(jnp.float32) * s).astype(x_dtype).astype(dtype)  # rms_norm's own ops: the same bits
+    return y, (y, s)
+
+
+def _norm_to_bwd(x_dtype, dtype, saved, dy):
+    y, s = saved
+    return (_rms_norm_grad(y, s, dy).astype(x_dtype),)
+
+
+_norm_to.defvjp(_norm_to_fwd, _norm_to_bwd)
+
+
 def rotary(x_BxTxNxH, pos_BxT, base: float):
     """Rotate the two halves of each head by position-dependent angles (RoPE, as in nanochat)."""
     H = x_BxTxNxH.shape[-1]
@@ -146,6 +190,71 @@ def rotary(x_BxTxNxH, pos_BxT, base: float):
     x1, x2 = jnp.split(x_BxTxNxH.astype(jnp.float32), 2, axis=-1)
     out = jnp.concatenate([x1 * cos + x2 * sin, x2 * cos - x1 * sin], axis=-1)
     return out.astype(x_BxTxNxH.dtype)
+
+
+def split_heads(qkv_BxTxF, pos_BxT, n_head: int, n_kv_head: int, head_dim: int, base: float):
+    """q [B,T,N,H], k, v [B,T,K,H] from the fused projection's output, q and k rotated (RoPE) and then
+    QK-normed, as Attention does (JAX's autodiff; see qkv_heads for the training path)."""
+    B, T, _ = qkv_BxTxF.shape
+    N, K, H = n_head, n_kv_head, head_dim
+    q_BxTxNxH = qkv_BxTxF[..., :N * H].reshape(B, T, N, H)
+    k_BxTxKxH = qkv_BxTxF[..., N * H:(N + K) * H].reshape(B, T, K, H)
+    v_BxTxKxH = qkv_BxTxF[..., (N + K) * H:].reshape(B, T, K, H)
+    return rms_norm(rotary(q_BxTxNxH, pos_BxT, base)), rms_norm(rotary(k_BxTxKxH, pos_BxT, base)), v_BxTxKxH
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def qkv_heads(qkv_BxTxF, pos_BxT, n_head: int, n_kv_head: int, head_dim: int, base: float):
+    """split_heads with a hand-written backward: dq and dk from the saved normalized outputs and per-head
+    scales (_rms_norm_grad), rotated back, and dL/dqkv written as one explicit concatenate of dq, dk, dv.
+    JAX's transpose of the three slices is pad + pad + pad + add, one loop fusion over [B, T, 3C] that
+    took 0.47 ms per layer on an H200 at depth 12 (0.81 with the norm gradients folded into it); this
+    form saved 0.8 ms per step (bench_train.py), the q/k backward still ~0.7 ms per layer."""
+    return split_heads(qkv_BxTxF, pos_BxT, n_head, n_kv_head, head_dim, base)
+
+
+def _qkv_heads_fwd(qkv_BxTxF, pos_BxT, n_head, n_kv_head, head_dim, base):
+    B, T, _ = qkv_BxTxF.shape
+    N, K, H = n_head, n_kv_head, head_dim
+    outs, saved = [], []
+    for x_BxTxMxH in (qkv_BxTxF[..., :N * H].reshape(B, T, N, H),
+                      qkv_BxTxF[..., N * H:(N + K) * H].reshape(B, T, K, H)):
+        z_BxTxMxH = rotary(x_BxTxMxH, pos_BxT, base)
+        s_BxTxMx1 = rms_scale(z_BxTxMxH)
+        y_BxTxMxH = (z_BxTxMxH.astype(jnp.float32) * s_BxTxMx1).astype(z_BxTxMxH.dtype)  # rms_norm's ops
+        outs.append(y_BxTxMxH)
+        saved += [y_BxTxMxH, s_BxTxMx1]
+    v_BxTxKxH = qkv_BxTxF[..., (N + K) * H:].reshape(B, T, K, H)
+    return (outs[0], outs[1], v_BxTxKxH), (*saved, pos_BxT)
+
+
+def _unrotate(g_BxTxMxH, pos_BxT, base):
+    """The transpose of `rotary` (the rotation by the opposite angle), fp32, written with a reverse of
+    the two halves instead of split + concatenate so that XLA can fuse it as plain elementwise work."""
+    B, T, M, H = g_BxTxMxH.shape
+    inv_freq = 1.0 / (base ** (jnp.arange(0, H, 2, dtype=jnp.float32) / H))
+    angle_BxTx1x1xH2 = (pos_BxT.astype(jnp.float32)[:, :, None] * inv_freq)[:, :, None, None, :]
+    cos, sin = jnp.cos(angle_BxTx1x1xH2), jnp.sin(angle_BxTx1x1xH2)
+    sign_2x1 = jnp.array([-1.0, 1.0], jnp.float32)[:, None]
+    g_BxTxMx2xH2 = g_BxTxMxH.reshape(B, T, M, 2, H // 2)
+    # out1 = g1 cos - g2 sin, out2 = g2 cos + g1 sin
+    out = g_BxTxMx2xH2 * cos + jnp.flip(g_BxTxMx2xH2, axis=3) * (sign_2x1 * sin)
+    return out.reshape(B, T, M, H)
+
+
+def _qkv_heads_bwd(n_head, n_kv_head, head_dim, base, saved, cts):
+    yq, sq, yk, sk, pos_BxT = saved
+    dq_BxTxNxH, dk_BxTxKxH, dv_BxTxKxH = cts
+    B, T = pos_BxT.shape
+    dt = yq.dtype
+    dq = _unrotate(_rms_norm_grad(yq, sq, dq_BxTxNxH), pos_BxT, base).astype(dt)
+    dk = _unrotate(_rms_norm_grad(yk, sk, dk_BxTxKxH), pos_BxT, base).astype(dt)
+    dqkv_BxTxF = jnp.concatenate([dq.reshape(B, T, -1), dk.reshape(B, T, -1), dv_BxTxKxH.astype(dt).reshape(B, T, -1)],
+                                 axis=-1)
+    return dqkv_BxTxF, None
+
+
+qkv_heads.defvjp(_qkv_heads_fwd, _qkv_heads_bwd)
 
 
 def cached_attention(q_BxTxNxH, k_BxKxSxH, v_BxKxHxS, pos_BxT):
@@ -236,7 +345,7 @@ def _uniform(key, shape, fan_in):
 
 
 class Attention(nnx.Module):
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, out_in: bool = False):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, out_in: bool = False, qkv_vjp: bool = True):
         C, N, K, H = config.width, config.n_head, config.n_kv_head, config.head_dim_
         # q, k and v in one matrix [C, (N + 2K) * H]: one matmul instead of three. Measured on the 2-core
         # CPU (6 layers, width 384, batch 1): 1.6 ms per decode step against 2.8 ms with three matrices.
@@ -245,20 +354,18 @@ class Attention(nnx.Module):
         # zero init: blocks start as the identity
         self.c_proj = nnx.Param(_matrix(rngs.params(), (N * H, C), out_in, lambda k, s: jnp.zeros(s)))
         self.n_head, self.n_kv_head, self.head_dim, self.rope_base = N, K, H, config.rope_base
-        self.out_in = out_in
+        self.out_in, self.qkv_vjp = out_in, qkv_vjp
 
     def __call__(self, x_BxTxC, pos_BxT, kv=None, start_B=None, v_scale_BxTx1=None):
         """v_scale: the input's RMSNorm scale, when the caller folds it past the matmul (Block)."""
         B, T, _ = x_BxTxC.shape
         N, K, H, dt = self.n_head, self.n_kv_head, self.head_dim, x_BxTxC.dtype
         qkv_BxTxF = dense(x_BxTxC, self.c_qkv[...], self.out_in)
-        q_BxTxNxH = qkv_BxTxF[..., :N * H].reshape(B, T, N, H)
-        k_BxTxKxH = qkv_BxTxF[..., N * H:(N + K) * H].reshape(B, T, K, H)
-        v_BxTxKxH = qkv_BxTxF[..., (N + K) * H:].reshape(B, T, K, H)
+        # Full-sequence (training) forward: the hand-written backward; the same forward ops either way.
+        heads = qkv_heads if kv is None and self.qkv_vjp else split_heads
+        q_BxTxNxH, k_BxTxKxH, v_BxTxKxH = heads(qkv_BxTxF, pos_BxT, N, K, H, self.rope_base)
         if v_scale_BxTx1 is not None:
             v_BxTxKxH = (v_BxTxKxH * v_scale_BxTx1[..., None]).astype(dt)
-        q_BxTxNxH = rms_norm(rotary(q_BxTxNxH, pos_BxT, self.rope_base))
-        k_BxTxKxH = rms_norm(rotary(k_BxTxKxH, pos_BxT, self.rope_base))
         if kv is None:
             y_BxTxNxH = jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, is_causal=True,
                                                      implementation=runtime.attention_impl(dtype=dt, seq_len=T))
@@ -285,11 +392,16 @@ class MLP(nnx.Module):
 
 
 class Block(nnx.Module):
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, out_in: bool = False):
-        self.attn = Attention(config, rngs=rngs, out_in=out_in)
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, out_in: bool = False, norm_vjp: bool = True,
+                 qkv_vjp: bool = True):
+        self.attn = Attention(config, rngs=rngs, out_in=out_in, qkv_vjp=qkv_vjp)
         self.mlp = MLP(config, rngs=rngs, out_in=out_in)
+        self.norm_vjp = norm_vjp
 
     def __call__(self, x_BxTxC, pos_BxT, kv=None, start_B=None, dtype=jnp.float32):
+        """The residual stream keeps x's dtype (GPT.residual_dtype): each sublayer's output is cast to it
+        before the add (a no-op cast where both are fp32; with an fp32 stream and bf16 outputs the same
+        promotion JAX would do)."""
         if self.mlp.out_in:
             # The sampler's GPU layout: each RMSNorm's per-row scale commutes with the matmul after it, so
             # apply it to the matmul's output (q and k need none: QK-norm removes it). XLA then needs no
@@ -297,9 +409,10 @@ class Block(nnx.Module):
             y_BxTxC, kv = self.attn(x_BxTxC.astype(dtype), pos_BxT, kv, start_B, rms_scale(x_BxTxC))
             x_BxTxC = x_BxTxC + y_BxTxC
             return x_BxTxC + self.mlp(x_BxTxC.astype(dtype), rms_scale(x_BxTxC)), kv
-        y_BxTxC, kv = self.attn(rms_norm(x_BxTxC).astype(dtype), pos_BxT, kv, start_B)
-        x_BxTxC = x_BxTxC + y_BxTxC
-        x_BxTxC = x_BxTxC + self.mlp(rms_norm(x_BxTxC).astype(dtype))
+        norm = norm_to if self.norm_vjp else _norm_to_autodiff
+        y_BxTxC, kv = self.attn(norm(x_BxTxC, dtype), pos_BxT, kv, start_B)
+        x_BxTxC = x_BxTxC + y_BxTxC.astype(x_BxTxC.dtype)
+        x_BxTxC = x_BxTxC + self.mlp(norm(x_BxTxC, dtype)).astype(x_BxTxC.dtype)
         return x_BxTxC, kv
 
 
@@ -312,15 +425,22 @@ _List = getattr(nnx, "List", list)  # flax >= 0.12 wants module lists wrapped; o
 
 
 class GPT(nnx.Module):
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, dtype=None, out_in: bool = False):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, dtype=None, out_in: bool = False,
+                 residual_dtype=None, norm_vjp: bool = True, qkv_vjp: bool = True):
         """out_in: store every matmul weight transposed, [out, in] (the GPU sampler's inference copy; see
-        `dense`). Training and checkpoints use the default [in, out]."""
+        `dense`). Training and checkpoints use the default [in, out].
+        residual_dtype: the residual stream's dtype; None = fp32. A runtime choice of the trainer (see
+        TrainConfig.residual_dtype), not part of ModelConfig: the parameters are the same either way.
+        norm_vjp, qkv_vjp: the hand-written backward of the RMSNorms (norm_to) and of the q/k/v split with
+        RoPE and QK-norm (qkv_heads); False: JAX's autodiff, to measure against."""
         self.config = config
         self.dtype = dtype if dtype is not None else runtime.compute_dtype()
-        self.out_in = out_in
+        self.residual_dtype = jnp.dtype(residual_dtype if residual_dtype is not None else jnp.float32)
+        self.out_in, self.norm_vjp, self.qkv_vjp = out_in, norm_vjp, qkv_vjp
         V, C = config.padded_vocab, config.width
         self.wte = nnx.Param(jax.random.normal(rngs.params(), (V, C), jnp.float32))
-        self.blocks = _List([Block(config, rngs=rngs, out_in=out_in) for _ in range(config.depth)])
+        self.blocks = _List([Block(config, rngs=rngs, out_in=out_in, norm_vjp=norm_vjp, qkv_vjp=qkv_vjp)
+                             for _ in range(config.depth)])
         self.lm_head = nnx.Param(_matrix(rngs.params(), (C, V), out_in,
                                          lambda k, s: 0.001 * jax.random.normal(k, s, jnp.float32)))
 
@@ -339,7 +459,8 @@ class GPT(nnx.Module):
         Without a cache: full causal attention over these T tokens (pos is used for RoPE only).
         With a cache (`init_cache`): each row's T tokens are written at slots start_B[b]... and attend to
         all earlier slots; pos_BxT must be start_B[:, None] + arange(T)."""
-        x_BxTxC = rms_norm(self.wte[...][ids_BxT].astype(jnp.float32))  # fp32 residual stream
+        norm = norm_to if self.norm_vjp else _norm_to_autodiff
+        x_BxTxC = norm(self.wte[...][ids_BxT].astype(jnp.float32), self.residual_dtype)
         new_cache = []
         run_block = Block.__call__
         if remat != "none" and cache is None:
@@ -347,7 +468,7 @@ class GPT(nnx.Module):
         for i, block in enumerate(self.blocks):
             x_BxTxC, kv = run_block(block, x_BxTxC, pos_BxT, None if cache is None else cache[i], start_B, self.dtype)
             new_cache.append(kv)
-        return rms_norm(x_BxTxC).astype(self.dtype), (None if cache is None else new_cache)
+        return norm(x_BxTxC, self.dtype), (None if cache is None else new_cache)
 
     def logits(self, h_xC, soft_cap: bool = True):
         """Head + soft-cap over any leading shape: float32 logits [..., vocab_size]. Greedy decoding

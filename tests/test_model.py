@@ -1,5 +1,6 @@
 """The GPT: config derivation and validation, causality, the KV-cache path against the full forward."""
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from nanocode.model import GPT, ConfigError, ModelConfig, forward, init_cache
+from nanocode.model import GPT, ConfigError, ModelConfig, forward, init_cache, rms_norm, rotary
 
 
 @functools.cache
@@ -134,3 +135,74 @@ def test_kv_cache_prefill_and_steps_match_full_forward():
         logits, cache = step(token, pos[:, None], cache, pos)
         np.testing.assert_allclose(logits[:, 0], full[np.arange(B), pos], atol=1e-4)
         pos = pos + 1
+
+
+def fp32_residual_reference(model: GPT, ids_BxT):
+    """The forward as written before the residual dtype became a choice: fp32 residual stream, every
+    norm and the q/k/v split through plain JAX ops. Built from the model's weights only."""
+    c, dt = model.config, model.dtype
+    B, T = ids_BxT.shape
+    N, K, H = c.n_head, c.n_kv_head, c.head_dim_
+    pos_BxT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+    x = rms_norm(model.wte[...][ids_BxT].astype(jnp.float32))
+    for block in model.blocks:
+        qkv = rms_norm(x).astype(dt) @ block.attn.c_qkv[...].astype(dt)
+        q = rms_norm(rotary(qkv[..., :N * H].reshape(B, T, N, H), pos_BxT, c.rope_base))
+        k = rms_norm(rotary(qkv[..., N * H:(N + K) * H].reshape(B, T, K, H), pos_BxT, c.rope_base))
+        v = qkv[..., (N + K) * H:].reshape(B, T, K, H)
+        y = jax.nn.dot_product_attention(q, k, v, is_causal=True).reshape(B, T, N * H)
+        x = x + y @ block.attn.c_proj[...].astype(dt)
+        h = jnp.square(jax.nn.relu(rms_norm(x).astype(dt) @ block.mlp.c_fc[...].astype(dt)))
+        x = x + h @ block.mlp.c_proj[...].astype(dt)
+    h = rms_norm(x).astype(dt)
+    logits = jnp.matmul(h, model.lm_head[...].astype(dt), preferred_element_type=jnp.float32)[..., :c.vocab_size]
+    return c.softcap * jnp.tanh(logits / c.softcap)
+
+
+def _with_settings(model: GPT, **kwargs) -> GPT:
+    """The same weights under other runtime settings (dtype, residual_dtype, norm_vjp, qkv_vjp)."""
+    graphdef = nnx.split(nnx.eval_shape(lambda: GPT(model.config, rngs=nnx.Rngs(0), **kwargs)))[0]
+    return nnx.merge(graphdef, nnx.state(model))
+
+
+def _residual_adds(fn, *args, dtype: str, shape) -> int:
+    """How many adds on [B, T, C] arrays of `dtype` the traced program does (the residual stream's)."""
+    text = str(jax.make_jaxpr(fn)(*args))
+    return len(re.findall(rf":{dtype}\[{','.join(map(str, shape))}\] = add ", text))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])  # bf16: the GPU compute dtype, forced on CPU
+def test_residual_dtype_default_is_unchanged_and_bf16_stays_close(dtype):
+    config = ModelConfig(depth=2, vocab_size=300, seq_len=32, head_dim=32, gqa_ratio=2)
+    base = random_model(config, seed=3)
+    ids = jnp.asarray(np.random.default_rng(3).integers(0, 300, (2, 12)), jnp.int32)
+    default, low = _with_settings(base, dtype=dtype), _with_settings(base, dtype=dtype, residual_dtype=jnp.bfloat16)
+    assert default.residual_dtype == jnp.float32 and low.residual_dtype == jnp.bfloat16
+    run = jax.jit(lambda m, ids: m(ids))
+    logits = run(default, ids)
+    # The default path (fp32 residual, hand-written backwards) computes exactly what it did before.
+    np.testing.assert_array_equal(logits, jax.jit(fp32_residual_reference)(default, ids))
+    # A bf16 residual stream: the adds really run in bf16, and the logits stay within bf16 rounding.
+    shape = (2, 12, config.width)
+    assert _residual_adds(lambda ids: default(ids), ids, dtype="bf16", shape=shape) == 0
+    assert _residual_adds(lambda ids: default(ids), ids, dtype="f32", shape=shape) >= 2 * config.depth
+    assert _residual_adds(lambda ids: low(ids), ids, dtype="bf16", shape=shape) >= 2 * config.depth
+    low_logits = run(low, ids)
+    assert low_logits.dtype == jnp.float32 and not np.array_equal(low_logits, logits)
+    err = np.abs(np.asarray(low_logits) - np.asarray(logits))
+    assert err.mean() < 0.02 * float(np.abs(logits).mean()) and err.max() < 0.05 * config.softcap
+
+
+def test_hand_written_norm_and_qkv_backward_match_autodiff():
+    config = ModelConfig(depth=2, vocab_size=300, seq_len=32, head_dim=32, gqa_ratio=2)
+    base = random_model(config, seed=4)
+    ids = jnp.asarray(np.random.default_rng(4).integers(0, 300, (2, 12)), jnp.int32)
+    weights = jax.random.normal(jax.random.key(5), (2, 12, 300))
+    grads = []
+    for hand in (True, False):
+        graphdef, params = nnx.split(_with_settings(base, dtype=jnp.float32, norm_vjp=hand, qkv_vjp=hand))
+        loss = lambda p: jnp.sum(forward(graphdef, p, ids) * weights)  # noqa: E731 - every logit matters
+        grads.append(jax.jit(jax.grad(loss))(params))
+    for hand, auto in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+        assert float(jnp.abs(auto).max()) > 0
+        np.testing.assert_allclose(hand, auto, atol=1e-5 * float(jnp.abs(auto).max()))

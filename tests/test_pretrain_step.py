@@ -21,6 +21,7 @@ from training.checkpointing import Checkpoints
 from training.config import TrainConfig, TrainConfigError, from_preset
 from training.losses import token_losses, token_losses_eval
 from training.optim import lr_multiplier, make_optimizer, param_labels
+from training.train_step import lm_loss_fn
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -76,6 +77,27 @@ def test_config_rejects_what_it_cannot_run():
     assert TrainConfig(seq_len=64, device_batch=4, total_batch=512).grad_accum(2) == 1
     params = from_preset("gpu").model_config(32768).num_params()  # depth 12: 135M
     assert from_preset("gpu").total_steps(32768) == -(-20 * params // 2**19)  # Chinchilla: 20 tokens/param
+
+
+def test_residual_dtype_option_resolves_and_reaches_the_loss(monkeypatch):
+    with pytest.raises(TrainConfigError, match="--residual-dtype must be auto, bfloat16 or float32"):
+        TrainConfig(seq_len=64, device_batch=4, total_batch=512, residual_dtype="float16")
+    cfg = from_preset("test")
+    assert cfg.residual_dtype == "auto" and cfg.residual_jnp_dtype() == jnp.float32  # CPU computes in fp32
+    assert replace(cfg, residual_dtype="bfloat16").residual_jnp_dtype() == jnp.bfloat16
+    monkeypatch.setattr("nanocode.runtime.backend", lambda: "gpu")  # auto follows the compute dtype
+    assert cfg.residual_jnp_dtype() == jnp.bfloat16
+    # The train step's loss through a bf16-residual graphdef: the same weights, a loss within bf16 rounding.
+    model_cfg = cfg.model_config(300)
+    params = nnx.split(GPT(model_cfg, rngs=nnx.Rngs(0), dtype=jnp.float32))[1]
+    tokens = {"tokens": jax.random.randint(jax.random.key(3), (4, cfg.seq_len + 1), 0, 300)}
+    losses = []
+    for residual in (jnp.float32, jnp.bfloat16):
+        graphdef = nnx.split(nnx.eval_shape(lambda: GPT(model_cfg, rngs=nnx.Rngs(0), dtype=jnp.float32,
+                                                        residual_dtype=residual)))[0]
+        loss_sum, weight = jax.jit(lm_loss_fn(graphdef))(params, tokens)
+        losses.append(float(loss_sum / weight))
+    assert losses[0] != losses[1] and losses[1] == pytest.approx(losses[0], rel=1e-2)
 
 
 def test_damaged_and_half_written_checkpoints_are_never_loaded(tmp_path):

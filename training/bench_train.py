@@ -2,7 +2,8 @@
 
     python -m training.bench_train --depth 12 --batch 32 --seq 2048
     python -m training.bench_train --depth 12 --remat none,dots --muon-dtype float32,bfloat16   # a table
-    XLA_FLAGS=--xla_gpu_enable_command_buffer= python -m training.bench_train --profile --dump-hlo DIR
+    python -m training.bench_train --residual float32,bfloat16 --repeat 2          # round-robin, twice
+    python -m training.bench_train --profile --dump-hlo DIR
 
 Reports tokens/s, model TFLOP/s with nanochat's accounting (6 x matmul parameters + 12 x layers x
 heads x head_dim x T per token, forward + backward; the embedding lookup is not a matmul), MFU against
@@ -21,12 +22,26 @@ torch.compile trainer: 140 ms = 467 model TFLOP/s; a bf16 8192^3 matmul runs at 
     hand-written soft-capped cross entropy (optax's + tanh wrote [N, V] logits ~8 times)         131
     fused head + cross entropy, dL/dlogits written in bf16 during the forward pass               128
     = 509k tok/s, 452 model TFLOP/s (depth 20, B=16: 230 ms, 142.6k tok/s, 462 TFLOP/s)
+    bf16 residual stream (TrainConfig.residual_dtype=auto) and a hand-written q/k/v-split backward
+    (model.qkv_heads): -4% per step against the line above's code on the same machine, variants
+    round-robin in one process (--repeat 2), on a slower H200 than the 128 ms one:
+        residual  norm_vjp  qkv_vjp   ms/step (2 rounds)
+        float32   False     False     135.4  135.4     (the line above)
+        float32   False     True      134.9  134.1
+        bfloat16  False     False     130.5  131.4
+        bfloat16  False     True      130.3  129.9
+        bfloat16  True      True      130.2  129.8     (the default now: 448 TFLOP/s; own process: 128.1)
+    depth 20, B=16: 241.6 -> 234.3 ms. The loss after 12 steps on one random batch: 0.9048 -> 0.9050.
 Tried and dropped (no gain): bf16 logits (129.1 vs 129.7), an optimisation barrier to stop XLA sharing
-tanh between the two cross-entropy passes, XLA's Triton GEMMs off, CUDA command buffers off, B=64.
-Where the 128 ms go (profile): matmuls 59 ms (~750 TFLOP/s, 85% of the matmul peak), cuDNN flash
-attention 21 ms, elementwise and reduction fusions 44 ms: cross entropy 8, the q/k/v backward (RoPE +
-QK-norm) 9, ReLU^2 6, the rest the fp32 residual stream and RMSNorms. Two H200s, data parallel: 936k tok/s,
-96.6% of twice one GPU.
+tanh between the two cross-entropy passes, XLA's Triton GEMMs off, CUDA command buffers off, B=64; the
+hand-written RMSNorm backward (model.norm_to) is neutral (+-0.5 ms) and stays for its equal loss.
+Where the 130 ms go (profile, bf16 residual): matmuls ~63 ms, cuDNN flash attention ~22 ms, elementwise
+and reduction fusions ~37 ms: cross entropy ~7.4 (not touched), ReLU^2 6.3 (forward + backward at the
+memory bandwidth: only a GEMM epilogue would remove it), and 14.3 ms of q/k RoPE + QK-norm, ~1.2 ms per
+layer where the bytes need ~0.25: forward, a multi-output fusion writes the rotated halves (0.10), one
+concatenate each for q and k (2 x 0.05), a reduction each (2 x 0.08) and a normalize each (2 x 0.06);
+backward, dq and dk are materialised (0.27), two reductions (0.15) and dL/dqkv is concatenated twice
+(2 x 0.14). Two H200s, data parallel: 936k tok/s, 96.6% of twice one GPU.
 """
 import argparse
 import functools
@@ -94,8 +109,8 @@ def _kernel_kind(name: str) -> str:
 def profile_step(fn, args, steps: int = 3, top: int = 25, echo=print, table_path: str | None = None) -> None:
     """Trace `steps` calls with jax.profiler and print where the accelerator's time went, per step: by
     kind of kernel, then the HLO ops that took longest (parsed straight from the trace with
-    jax.profiler.ProfileData; no TensorBoard needed). Run with XLA_FLAGS=--xla_gpu_enable_command_buffer=
-    to see individual HLO ops instead of the CUDA graphs that hold them."""
+    jax.profiler.ProfileData; no TensorBoard needed). Give it a program compiled without CUDA command
+    buffers (bench_one does) to see individual HLO ops instead of the CUDA graphs that hold them."""
     import glob
     import tempfile
 
@@ -141,8 +156,10 @@ def profile_step(fn, args, steps: int = 3, top: int = 25, echo=print, table_path
 
 def bench_one(depth: int, batch: int, seq: int, vocab: int, steps: int, remat: str, muon_dtype: str,
               fsdp: bool, breakdown: bool, muon_stack: bool = True, profile: bool = False,
-              dump_hlo: str | None = None, devices: int | None = None) -> dict:
-    """One configuration: compile, warm up, time `steps` optimiser steps (one micro-batch each)."""
+              dump_hlo: str | None = None, devices: int | None = None, residual: str | None = None,
+              norm_vjp: bool = True, qkv_vjp: bool = True) -> dict:
+    """One configuration: compile, warm up, time `steps` optimiser steps (one micro-batch each).
+    residual: TrainConfig.residual_dtype (None: its default)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -156,11 +173,13 @@ def bench_one(depth: int, batch: int, seq: int, vocab: int, steps: int, remat: s
     mesh = meshlib.make_mesh(jax.devices()[:devices] if devices else None)
     n_dev = mesh.devices.size
     cfg = TrainConfig(depth=depth, seq_len=seq, device_batch=batch, total_batch=batch * seq,
-                      remat=remat, muon_dtype=muon_dtype, muon_stack=muon_stack, fsdp=fsdp)
+                      remat=remat, muon_dtype=muon_dtype, muon_stack=muon_stack, fsdp=fsdp,
+                      **({} if residual is None else {"residual_dtype": residual}))
     model_cfg = cfg.model_config(vocab)
     optimizer = make_optimizer(cfg, num_steps=1000)
 
-    graphdef = nnx.split(nnx.eval_shape(lambda: GPT(model_cfg, rngs=nnx.Rngs(0))))[0]
+    graphdef = nnx.split(nnx.eval_shape(lambda: GPT(model_cfg, rngs=nnx.Rngs(0), norm_vjp=norm_vjp, qkv_vjp=qkv_vjp,
+                                                    residual_dtype=cfg.residual_jnp_dtype())))[0]
 
     def build():
         params = nnx.split(GPT(model_cfg, rngs=nnx.Rngs(0)))[1].to_pure_dict()
@@ -173,11 +192,12 @@ def bench_one(depth: int, batch: int, seq: int, vocab: int, steps: int, remat: s
     loss_fn = lm_loss_fn(graphdef, remat=remat)
     step = make_train_step(loss_fn, optimizer, shardings, batch_sharding)
 
+    tag = f"d{depth}_b{batch}_t{seq}_{remat}_{cfg.residual_dtype}_{norm_vjp}_{qkv_vjp}"  # dump file names
     t = time.perf_counter()
     compiled = step.lower(state, tokens).compile()
     compile_s = time.perf_counter() - t
     if dump_hlo:
-        with open(f"{dump_hlo}/step_d{depth}_b{batch}_t{seq}_{remat}.hlo.txt", "w") as fh:
+        with open(f"{dump_hlo}/step_{tag}.hlo.txt", "w") as fh:
             fh.write(compiled.as_text())
     mem = compiled.memory_analysis()
     static_bytes = None
@@ -197,7 +217,8 @@ def bench_one(depth: int, batch: int, seq: int, vocab: int, steps: int, remat: s
     peak, peak_what = device_peak_flops(jax.devices()[0])
     stats = jax.devices()[0].memory_stats() or {}
     row = dict(depth=depth, batch=batch, seq=seq, vocab=vocab, devices=n_dev, remat=remat, muon_dtype=muon_dtype,
-               muon_stack=muon_stack, fsdp=fsdp, step_ms=round(dt * 1e3, 2), tok_s=round(tok_s), tflops=round(flops / 1e12, 3),
+               muon_stack=muon_stack, fsdp=fsdp, residual=cfg.residual_dtype, norm_vjp=norm_vjp,
+               qkv_vjp=qkv_vjp, step_ms=round(dt * 1e3, 2), tok_s=round(tok_s), tflops=round(flops / 1e12, 3),
                tflops_per_device=round(flops / n_dev / 1e12, 3), mfu=round(flops / n_dev / peak, 4),
                peak=peak_what, compile_s=round(compile_s, 1), loss=round(loss, 4),
                params_m=round(model_cfg.num_params() / 1e6, 1),
@@ -214,14 +235,17 @@ def bench_one(depth: int, batch: int, seq: int, vocab: int, steps: int, remat: s
         row["fwd_bwd_ms"] = round(_time(grad, params, tokens, steps=steps) * 1e3, 2)
         row["optim_ms"] = round(_time(upd, grads, state["opt"], params, steps=steps) * 1e3, 2)
     if profile:
-        profile_step(lambda st, tk: (compiled(st, tk)[0], tk), (state, tokens), table_path=dump_hlo and
-                     f"{dump_hlo}/profile_d{depth}_b{batch}_t{seq}_{remat}.tsv")
+        # A copy without CUDA command buffers, so the trace names each HLO op (the timed program keeps them).
+        traced = step.lower(state, tokens).compile(compiler_options={"xla_gpu_enable_command_buffer": ""})
+        profile_step(lambda st, tk: (traced(st, tk)[0], tk), (state, tokens), table_path=dump_hlo and
+                     f"{dump_hlo}/profile_{tag}.tsv")
     del state, tokens
     return row
 
 
 def format_table(rows: list[dict]) -> str:
-    cols = ["depth", "batch", "seq", "devices", "remat", "muon_dtype", "muon_stack", "fsdp", "step_ms", "tok_s", "tflops",
+    cols = ["depth", "batch", "seq", "devices", "remat", "muon_dtype", "muon_stack", "fsdp", "residual", "norm_vjp",
+            "qkv_vjp", "step_ms", "tok_s", "tflops",
             "mfu", "compile_s", "static_mem_gb", "peak_mem_gb", "fwd_ms", "fwd_bwd_ms", "optim_ms"]
     cols = [c for c in cols if any(c in r for r in rows)]
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
@@ -231,18 +255,23 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run(depth=(12,), batch=(32,), seq=(2048,), vocab=32768, steps=10, remat=("none",), muon_dtype=("auto",),
-        fsdp=(False,), breakdown=False, jsonl=None, echo=print, muon_stack=(True,), profile=False, dump_hlo=None, devices=(None,)) -> list[dict]:
+        fsdp=(False,), breakdown=False, jsonl=None, echo=print, muon_stack=(True,), profile=False, dump_hlo=None,
+        devices=(None,), residual=(None,), norm_vjp=(True,), qkv_vjp=(True,), repeat=1) -> list[dict]:
+    """Every combination of the list arguments, `repeat` times round (A B A B, not A A B B: a drift of the
+    machine's speed then shows as a difference between rounds, not between variants)."""
     import jax
     from nanocode import runtime
     runtime.setup_jax()
     echo(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()}), "
          f"jax {jax.__version__}")
     rows = []
-    for n, d, b, t, r, m, f, ms in itertools.product(devices, depth, batch, seq, remat, muon_dtype, fsdp, muon_stack):
+    variants = list(itertools.product(devices, depth, batch, seq, remat, muon_dtype, fsdp, muon_stack, residual,
+                                      norm_vjp, qkv_vjp))
+    for _, (n, d, b, t, r, m, f, ms, rd, nv, qv) in itertools.product(range(repeat), variants):
         try:
-            row = bench_one(d, b, t, vocab, steps, r, m, f, breakdown, ms, profile, dump_hlo, n)
+            row = bench_one(d, b, t, vocab, steps, r, m, f, breakdown, ms, profile, dump_hlo, n, rd, nv, qv)
         except Exception as e:  # noqa: BLE001 - one failing variant (e.g. out of memory) must not end the table
-            row = dict(depth=d, batch=b, seq=t, remat=r, muon_dtype=m, fsdp=f,
+            row = dict(depth=d, batch=b, seq=t, remat=r, muon_dtype=m, fsdp=f, residual=rd, norm_vjp=nv, qkv_vjp=qv,
                        error=f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
         rows.append(row)
         echo(json.dumps(row))
@@ -271,13 +300,25 @@ def main(argv=None):
     p.add_argument("--fsdp", type=_list(lambda s: s.lower() in ("1", "true", "yes")), default=[False])
     p.add_argument("--muon-stack", type=_list(lambda s: s.lower() in ("1", "true", "yes")), default=[True])
     p.add_argument("--devices", type=_list(int), default=[None], help="use the first N devices (default: all)")
+    p.add_argument("--residual", type=_list(str), default=[None],
+                   help="residual stream dtype: auto (= compute dtype), float32, bfloat16 (default: TrainConfig's)")
+    p.add_argument("--norm-vjp", type=_list(lambda s: s.lower() in ("1", "true", "yes")), default=[True],
+                   help="hand-written RMSNorm backward (false: JAX autodiff)")
+    p.add_argument("--qkv-vjp", type=_list(lambda s: s.lower() in ("1", "true", "yes")), default=[True],
+                   help="hand-written backward of the q/k/v split + RoPE + QK-norm (false: JAX autodiff)")
+    p.add_argument("--repeat", type=int, default=1, help="run the whole table this many times, round-robin")
     p.add_argument("--breakdown", action="store_true")
     p.add_argument("--profile", action="store_true", help="print the kernels that take the most time")
     p.add_argument("--dump-hlo", default=None, help="write each compiled step's HLO text into this folder")
     p.add_argument("--jsonl", default=None, help="append each result as a JSON line to this file")
     a = p.parse_args(argv)
+    bad = [r for r in a.residual if r not in (None, "auto", "float32", "bfloat16")]
+    if bad or a.repeat < 1:
+        p.error(f"--residual takes auto, float32 or bfloat16 (got {bad}); --repeat must be >= 1")
     rows = run(a.depth, a.batch, a.seq, a.vocab, a.steps, a.remat, a.muon_dtype, a.fsdp, a.breakdown, a.jsonl,
-               muon_stack=a.muon_stack, profile=a.profile, dump_hlo=a.dump_hlo, devices=a.devices)
+               muon_stack=a.muon_stack, profile=a.profile, dump_hlo=a.dump_hlo, devices=a.devices,
+               residual=a.residual, norm_vjp=a.norm_vjp, qkv_vjp=a.qkv_vjp,
+               repeat=a.repeat)
     return 0 if all("error" not in r for r in rows) else 1
 
 

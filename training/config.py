@@ -7,6 +7,9 @@ rates (scaled by 1/sqrt(width/768), nanochat's muP-like rule; Muon's update is a
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
+import jax.numpy as jnp
+
+from nanocode import runtime
 from nanocode.model import ModelConfig
 
 
@@ -43,6 +46,11 @@ class TrainConfig:
     muon_dtype: str = "auto"          # Muon momentum + Newton-Schulz dtype: bfloat16, float32, auto (= compute)
     muon_stack: bool = True           # run Newton-Schulz on same-shaped matrices stacked (batched GEMMs)
     fsdp: bool = False                # shard parameters and optimiser state over the devices too
+    # The residual stream's dtype: auto (= the compute dtype: bf16 on GPU, fp32 on CPU), float32 or bfloat16.
+    # The parameters stay fp32 masters either way; RMSNorm reduces in fp32 and the logits are fp32. bf16 on an
+    # H200 (bench_train, interleaved runs): depth 12 135.4 -> 130.9 ms per step, depth 20 -3%, the same loss;
+    # real data, depth 8, 300 steps, same shards: val bpb code 0.6887 (bf16) vs 0.6883 (fp32), 1.44M vs 1.38M tok/s.
+    residual_dtype: str = "auto"
     # Bookkeeping.
     eval_every: int = 250             # steps between validation bits-per-byte measurements (0: only at the end)
     eval_tokens: int = 2_097_152      # validation tokens per split and measurement
@@ -75,6 +83,8 @@ class TrainConfig:
             raise TrainConfigError("warmup_ratio + warmdown_ratio must not exceed 1")
         if self.muon_dtype not in ("auto", "bfloat16", "float32"):
             raise TrainConfigError(f"--muon-dtype must be auto, bfloat16 or float32, got {self.muon_dtype!r}")
+        if self.residual_dtype not in ("auto", "bfloat16", "float32"):
+            raise TrainConfigError(f"--residual-dtype must be auto, bfloat16 or float32, got {self.residual_dtype!r}")
         if self.remat not in ("none", "dots", "full"):
             raise TrainConfigError(f"--remat must be none, dots or full, got {self.remat!r}")
 
@@ -82,6 +92,10 @@ class TrainConfig:
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(depth=self.depth, vocab_size=vocab_size, seq_len=self.seq_len)
+
+    def residual_jnp_dtype(self):
+        """The residual stream's dtype for GPT(residual_dtype=...), with auto resolved on this backend."""
+        return jnp.dtype(runtime.compute_dtype() if self.residual_dtype == "auto" else self.residual_dtype)
 
     def grad_accum(self, data_parallel: int) -> int:
         """Micro-steps per optimiser step when `data_parallel` devices each take device_batch rows."""
