@@ -12,7 +12,9 @@ sampler and every loaded model), the compute dtype where the trainer asks for it
 .residual_dtype; its in-training evaluation too): bf16 halves the bytes of every residual add and norm,
 forward and backward, as nanochat's bf16 embedding does. The norms' gradients are written by hand
 (`norm_to`, `qkv_heads`): the same forward ops, a backward from the normalized output and one fp32 scale
-per row.
+per row. The training forward's q/k RoPE + QK-norm (`qkv_heads`) writes the rotation with a reverse of
+the two halves instead of split + concatenate (`rope_qk_norm`), which XLA fuses into two passes; the
+sampler's KV-cache path keeps `split_heads`.
 
 Two ways to run it:
 - `model(ids_BxT) -> logits_BxTxV` (training, full causal attention through jax.nn.dot_product_attention,
@@ -192,6 +194,45 @@ def rotary(x_BxTxNxH, pos_BxT, base: float):
     return out.astype(x_BxTxNxH.dtype)
 
 
+def _rope_cos_sin(pos_BxT, head_dim: int, base: float):
+    """cos and sin [B, T, 1, 1, H/2] of rotary's angles, by rotary's own ops (the same bits)."""
+    H = head_dim
+    inv_freq = 1.0 / (base ** (jnp.arange(0, H, 2, dtype=jnp.float32) / H))
+    angle_BxTx1x1xH2 = (pos_BxT.astype(jnp.float32)[:, :, None] * inv_freq)[:, :, None, None, :]
+    return jnp.cos(angle_BxTx1x1xH2), jnp.sin(angle_BxTx1x1xH2)
+
+
+def _flat_cos_sin(pos_BxT, head_dim: int, base: float):
+    """cos, sin [B*T, head_dim/2]: the rows the Pallas kernels (nanocode/rope_pallas.py) read."""
+    cos, sin = _rope_cos_sin(pos_BxT, head_dim, base)
+    B, T = pos_BxT.shape
+    return cos.reshape(B * T, head_dim // 2), sin.reshape(B * T, head_dim // 2)
+
+
+def _rotate(x_BxTxMxH, pos_BxT, base: float, inverse: bool = False):
+    """rotary's rotation in fp32 (inverse: by the opposite angle, its transpose), written with a reverse
+    of the two halves instead of split + concatenate, so that XLA fuses it as plain elementwise work:
+        forward   out1 = x1 cos + x2 sin,  out2 = x2 cos - x1 sin   (rotary's ops, the same bits)
+        inverse   out1 = x1 cos - x2 sin,  out2 = x2 cos + x1 sin"""
+    B, T, M, H = x_BxTxMxH.shape
+    cos, sin = _rope_cos_sin(pos_BxT, H, base)
+    sign_2x1 = jnp.array([-1.0, 1.0] if inverse else [1.0, -1.0], jnp.float32)[:, None]
+    x_BxTxMx2xH2 = x_BxTxMxH.astype(jnp.float32).reshape(B, T, M, 2, H // 2)
+    out = x_BxTxMx2xH2 * cos + jnp.flip(x_BxTxMx2xH2, axis=3) * (sign_2x1 * sin)
+    return out.reshape(B, T, M, H)
+
+
+def rope_qk_norm(x_BxTxMxH, pos_BxT, base: float):
+    """rms_norm(rotary(x)) and its per-head scale [B, T, M, 1] (fp32), by the flip form of the rotation:
+    the same ops as split_heads (RoPE in fp32, rounded to x's dtype, then QK-norm in fp32), but no
+    split + concatenate, so XLA can read x once for the norm's sum of squares and once for the output
+    instead of writing the rotated halves, concatenating them and reading them back twice. Equal to
+    rms_norm(rotary(x)) to fp32 rounding (bit for bit where XLA fuses both alike)."""
+    z_BxTxMxH = _rotate(x_BxTxMxH, pos_BxT, base).astype(x_BxTxMxH.dtype)  # rotary's output
+    s_BxTxMx1 = rms_scale(z_BxTxMxH)
+    return (z_BxTxMxH.astype(jnp.float32) * s_BxTxMx1).astype(x_BxTxMxH.dtype), s_BxTxMx1  # rms_norm's ops
+
+
 def split_heads(qkv_BxTxF, pos_BxT, n_head: int, n_kv_head: int, head_dim: int, base: float):
     """q [B,T,N,H], k, v [B,T,K,H] from the fused projection's output, q and k rotated (RoPE) and then
     QK-normed, as Attention does (JAX's autodiff; see qkv_heads for the training path)."""
@@ -203,25 +244,45 @@ def split_heads(qkv_BxTxF, pos_BxT, n_head: int, n_kv_head: int, head_dim: int, 
     return rms_norm(rotary(q_BxTxNxH, pos_BxT, base)), rms_norm(rotary(k_BxTxKxH, pos_BxT, base)), v_BxTxKxH
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def qkv_heads(qkv_BxTxF, pos_BxT, n_head: int, n_kv_head: int, head_dim: int, base: float):
+ROPE_IMPLS = ("split", "flip", "pallas")  # qkv_heads' ways to compute the same function (training/bench_train.py)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+def qkv_heads(qkv_BxTxF, pos_BxT, n_head: int, n_kv_head: int, head_dim: int, base: float, rope_impl: str = "flip"):
     """split_heads with a hand-written backward: dq and dk from the saved normalized outputs and per-head
     scales (_rms_norm_grad), rotated back, and dL/dqkv written as one explicit concatenate of dq, dk, dv.
     JAX's transpose of the three slices is pad + pad + pad + add, one loop fusion over [B, T, 3C] that
-    took 0.47 ms per layer on an H200 at depth 12 (0.81 with the norm gradients folded into it); this
-    form saved 0.8 ms per step (bench_train.py), the q/k backward still ~0.7 ms per layer."""
-    return split_heads(qkv_BxTxF, pos_BxT, n_head, n_kv_head, head_dim, base)
+    took 0.47 ms per layer on an H200 at depth 12 (0.81 with the norm gradients folded into it).
+
+    rope_impl "split": the forward by split_heads' ops (rotary's split + concatenate); XLA wrote the rotated
+    halves, concatenated them, reduced and normalized in separate passes, and wrote dL/dqkv twice (once
+    for each of the projection's two backward matmuls). "flip": the forward by rope_qk_norm (the same
+    ops; XLA fuses them differently, so the values agree to fp32 rounding) and dL/dqkv behind an
+    optimization barrier, so that XLA's GEMM fusion cannot take a second copy of the concatenate into one
+    of the matmuls. "pallas": two Pallas kernels (Triton on GPU, the interpreter on CPU) that do the
+    forward and the backward in one pass each (nanocode/rope_pallas.py), the same ops summed
+    in another order; one device only in practice: under a sharded jit XLA has no partitioning rule for
+    a kernel and gathers its operands."""
+    return _qkv_heads_fwd(qkv_BxTxF, pos_BxT, n_head, n_kv_head, head_dim, base, rope_impl)[0]
 
 
-def _qkv_heads_fwd(qkv_BxTxF, pos_BxT, n_head, n_kv_head, head_dim, base):
+def _qkv_heads_fwd(qkv_BxTxF, pos_BxT, n_head, n_kv_head, head_dim, base, rope_impl):
+    if rope_impl not in ROPE_IMPLS:
+        raise ValueError(f"rope_impl must be one of {', '.join(ROPE_IMPLS)}, got {rope_impl!r}")
     B, T, _ = qkv_BxTxF.shape
     N, K, H = n_head, n_kv_head, head_dim
     outs, saved = [], []
-    for x_BxTxMxH in (qkv_BxTxF[..., :N * H].reshape(B, T, N, H),
-                      qkv_BxTxF[..., N * H:(N + K) * H].reshape(B, T, K, H)):
-        z_BxTxMxH = rotary(x_BxTxMxH, pos_BxT, base)
-        s_BxTxMx1 = rms_scale(z_BxTxMxH)
-        y_BxTxMxH = (z_BxTxMxH.astype(jnp.float32) * s_BxTxMx1).astype(z_BxTxMxH.dtype)  # rms_norm's ops
+    for first, M in ((0, N), (N, K)):
+        x_BxTxMxH = qkv_BxTxF[..., first * H:(first + M) * H].reshape(B, T, M, H)
+        if rope_impl == "flip":
+            y_BxTxMxH, s_BxTxMx1 = rope_qk_norm(x_BxTxMxH, pos_BxT, base)
+        elif rope_impl == "pallas":
+            from nanocode import rope_pallas  # jax.experimental.pallas only when asked for
+            y_BxTxMxH, s_BxTxMx1 = rope_pallas.rope_norm(qkv_BxTxF, first, M, H, *_flat_cos_sin(pos_BxT, H, base))
+        else:
+            z_BxTxMxH = rotary(x_BxTxMxH, pos_BxT, base)
+            s_BxTxMx1 = rms_scale(z_BxTxMxH)
+            y_BxTxMxH = (z_BxTxMxH.astype(jnp.float32) * s_BxTxMx1).astype(z_BxTxMxH.dtype)  # rms_norm's ops
         outs.append(y_BxTxMxH)
         saved += [y_BxTxMxH, s_BxTxMx1]
     v_BxTxKxH = qkv_BxTxF[..., (N + K) * H:].reshape(B, T, K, H)
@@ -229,28 +290,25 @@ def _qkv_heads_fwd(qkv_BxTxF, pos_BxT, n_head, n_kv_head, head_dim, base):
 
 
 def _unrotate(g_BxTxMxH, pos_BxT, base):
-    """The transpose of `rotary` (the rotation by the opposite angle), fp32, written with a reverse of
-    the two halves instead of split + concatenate so that XLA can fuse it as plain elementwise work."""
-    B, T, M, H = g_BxTxMxH.shape
-    inv_freq = 1.0 / (base ** (jnp.arange(0, H, 2, dtype=jnp.float32) / H))
-    angle_BxTx1x1xH2 = (pos_BxT.astype(jnp.float32)[:, :, None] * inv_freq)[:, :, None, None, :]
-    cos, sin = jnp.cos(angle_BxTx1x1xH2), jnp.sin(angle_BxTx1x1xH2)
-    sign_2x1 = jnp.array([-1.0, 1.0], jnp.float32)[:, None]
-    g_BxTxMx2xH2 = g_BxTxMxH.reshape(B, T, M, 2, H // 2)
-    # out1 = g1 cos - g2 sin, out2 = g2 cos + g1 sin
-    out = g_BxTxMx2xH2 * cos + jnp.flip(g_BxTxMx2xH2, axis=3) * (sign_2x1 * sin)
-    return out.reshape(B, T, M, H)
+    """The transpose of `rotary` (the rotation by the opposite angle), fp32."""
+    return _rotate(g_BxTxMxH, pos_BxT, base, inverse=True)
 
 
-def _qkv_heads_bwd(n_head, n_kv_head, head_dim, base, saved, cts):
+def _qkv_heads_bwd(n_head, n_kv_head, head_dim, base, rope_impl, saved, cts):
     yq, sq, yk, sk, pos_BxT = saved
     dq_BxTxNxH, dk_BxTxKxH, dv_BxTxKxH = cts
     B, T = pos_BxT.shape
     dt = yq.dtype
+    if rope_impl == "pallas":
+        from nanocode import rope_pallas
+        return rope_pallas.qkv_grad(yq, sq, yk, sk, *_flat_cos_sin(pos_BxT, yq.shape[-1], base), dq_BxTxNxH,
+                                    dk_BxTxKxH, dv_BxTxKxH), None
     dq = _unrotate(_rms_norm_grad(yq, sq, dq_BxTxNxH), pos_BxT, base).astype(dt)
     dk = _unrotate(_rms_norm_grad(yk, sk, dk_BxTxKxH), pos_BxT, base).astype(dt)
     dqkv_BxTxF = jnp.concatenate([dq.reshape(B, T, -1), dk.reshape(B, T, -1), dv_BxTxKxH.astype(dt).reshape(B, T, -1)],
                                  axis=-1)
+    if rope_impl == "flip":
+        dqkv_BxTxF = jax.lax.optimization_barrier(dqkv_BxTxF)
     return dqkv_BxTxF, None
 
 
@@ -345,7 +403,8 @@ def _uniform(key, shape, fan_in):
 
 
 class Attention(nnx.Module):
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, out_in: bool = False, qkv_vjp: bool = True):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, out_in: bool = False, qkv_vjp: bool = True,
+                 rope_impl: str = "flip"):
         C, N, K, H = config.width, config.n_head, config.n_kv_head, config.head_dim_
         # q, k and v in one matrix [C, (N + 2K) * H]: one matmul instead of three. Measured on the 2-core
         # CPU (6 layers, width 384, batch 1): 1.6 ms per decode step against 2.8 ms with three matrices.
@@ -354,16 +413,19 @@ class Attention(nnx.Module):
         # zero init: blocks start as the identity
         self.c_proj = nnx.Param(_matrix(rngs.params(), (N * H, C), out_in, lambda k, s: jnp.zeros(s)))
         self.n_head, self.n_kv_head, self.head_dim, self.rope_base = N, K, H, config.rope_base
-        self.out_in, self.qkv_vjp = out_in, qkv_vjp
+        self.out_in, self.qkv_vjp, self.rope_impl = out_in, qkv_vjp, rope_impl
 
     def __call__(self, x_BxTxC, pos_BxT, kv=None, start_B=None, v_scale_BxTx1=None):
         """v_scale: the input's RMSNorm scale, when the caller folds it past the matmul (Block)."""
         B, T, _ = x_BxTxC.shape
         N, K, H, dt = self.n_head, self.n_kv_head, self.head_dim, x_BxTxC.dtype
         qkv_BxTxF = dense(x_BxTxC, self.c_qkv[...], self.out_in)
-        # Full-sequence (training) forward: the hand-written backward; the same forward ops either way.
-        heads = qkv_heads if kv is None and self.qkv_vjp else split_heads
-        q_BxTxNxH, k_BxTxKxH, v_BxTxKxH = heads(qkv_BxTxF, pos_BxT, N, K, H, self.rope_base)
+        # Full-sequence (training) forward: the hand-written backward, the same forward values either way.
+        # The KV-cache path (the sampler) keeps split_heads' ops.
+        if kv is None and self.qkv_vjp:
+            q_BxTxNxH, k_BxTxKxH, v_BxTxKxH = qkv_heads(qkv_BxTxF, pos_BxT, N, K, H, self.rope_base, self.rope_impl)
+        else:
+            q_BxTxNxH, k_BxTxKxH, v_BxTxKxH = split_heads(qkv_BxTxF, pos_BxT, N, K, H, self.rope_base)
         if v_scale_BxTx1 is not None:
             v_BxTxKxH = (v_BxTxKxH * v_scale_BxTx1[..., None]).astype(dt)
         if kv is None:
@@ -393,8 +455,8 @@ class MLP(nnx.Module):
 
 class Block(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, out_in: bool = False, norm_vjp: bool = True,
-                 qkv_vjp: bool = True):
-        self.attn = Attention(config, rngs=rngs, out_in=out_in, qkv_vjp=qkv_vjp)
+                 qkv_vjp: bool = True, rope_impl: str = "flip"):
+        self.attn = Attention(config, rngs=rngs, out_in=out_in, qkv_vjp=qkv_vjp, rope_impl=rope_impl)
         self.mlp = MLP(config, rngs=rngs, out_in=out_in)
         self.norm_vjp = norm_vjp
 
@@ -426,21 +488,24 @@ _List = getattr(nnx, "List", list)  # flax >= 0.12 wants module lists wrapped; o
 
 class GPT(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, dtype=None, out_in: bool = False,
-                 residual_dtype=None, norm_vjp: bool = True, qkv_vjp: bool = True):
+                 residual_dtype=None, norm_vjp: bool = True, qkv_vjp: bool = True, rope_impl: str = "flip"):
         """out_in: store every matmul weight transposed, [out, in] (the GPU sampler's inference copy; see
         `dense`). Training and checkpoints use the default [in, out].
         residual_dtype: the residual stream's dtype; None = fp32. A runtime choice of the trainer (see
         TrainConfig.residual_dtype), not part of ModelConfig: the parameters are the same either way.
         norm_vjp, qkv_vjp: the hand-written backward of the RMSNorms (norm_to) and of the q/k/v split with
-        RoPE and QK-norm (qkv_heads); False: JAX's autodiff, to measure against."""
+        RoPE and QK-norm (qkv_heads); False: JAX's autodiff, to measure against.
+        rope_impl: how qkv_heads computes its forward (ROPE_IMPLS; see qkv_heads), the same values."""
+        if rope_impl not in ROPE_IMPLS:
+            raise ValueError(f"rope_impl must be one of {', '.join(ROPE_IMPLS)}, got {rope_impl!r}")
         self.config = config
         self.dtype = dtype if dtype is not None else runtime.compute_dtype()
         self.residual_dtype = jnp.dtype(residual_dtype if residual_dtype is not None else jnp.float32)
-        self.out_in, self.norm_vjp, self.qkv_vjp = out_in, norm_vjp, qkv_vjp
+        self.out_in, self.norm_vjp, self.qkv_vjp, self.rope_impl = out_in, norm_vjp, qkv_vjp, rope_impl
         V, C = config.padded_vocab, config.width
         self.wte = nnx.Param(jax.random.normal(rngs.params(), (V, C), jnp.float32))
-        self.blocks = _List([Block(config, rngs=rngs, out_in=out_in, norm_vjp=norm_vjp, qkv_vjp=qkv_vjp)
-                             for _ in range(config.depth)])
+        self.blocks = _List([Block(config, rngs=rngs, out_in=out_in, norm_vjp=norm_vjp, qkv_vjp=qkv_vjp,
+                                   rope_impl=rope_impl) for _ in range(config.depth)])
         self.lm_head = nnx.Param(_matrix(rngs.params(), (C, V), out_in,
                                          lambda k, s: 0.001 * jax.random.normal(k, s, jnp.float32)))
 

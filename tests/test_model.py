@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from nanocode.model import GPT, ConfigError, ModelConfig, forward, init_cache, rms_norm, rotary
+from nanocode.model import (ROPE_IMPLS, GPT, ConfigError, ModelConfig, forward, init_cache, qkv_heads, rms_norm, rotary,
+                            split_heads)
 
 
 @functools.cache
@@ -180,8 +181,13 @@ def test_residual_dtype_default_is_unchanged_and_bf16_stays_close(dtype):
     assert default.residual_dtype == jnp.float32 and low.residual_dtype == jnp.bfloat16
     run = jax.jit(lambda m, ids: m(ids))
     logits = run(default, ids)
-    # The default path (fp32 residual, hand-written backwards) computes exactly what it did before.
-    np.testing.assert_array_equal(logits, jax.jit(fp32_residual_reference)(default, ids))
+    # The default path (fp32 residual, hand-written backwards) computes what it did before: exactly with
+    # split_heads' ops (rope_impl="split"), to fp32 rounding with the flip form of RoPE (the default, which
+    # XLA fuses differently).
+    reference = jax.jit(fp32_residual_reference)(default, ids)
+    np.testing.assert_array_equal(run(_with_settings(base, dtype=dtype, rope_impl="split"), ids), reference)
+    tol = 1e-6 if dtype == jnp.float32 else 1e-2  # bf16: a few bf16 steps of a logit
+    np.testing.assert_allclose(logits, reference, rtol=0, atol=tol * config.softcap)
     # A bf16 residual stream: the adds really run in bf16, and the logits stay within bf16 rounding.
     shape = (2, 12, config.width)
     assert _residual_adds(lambda ids: default(ids), ids, dtype="bf16", shape=shape) == 0
@@ -206,3 +212,56 @@ def test_hand_written_norm_and_qkv_backward_match_autodiff():
     for hand, auto in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
         assert float(jnp.abs(auto).max()) > 0
         np.testing.assert_allclose(hand, auto, atol=1e-5 * float(jnp.abs(auto).max()))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_every_rope_impl_matches_split_heads_and_its_autodiff(dtype):
+    # The training path's q/k/v (qkv_heads, each rope_impl) against split_heads, the sampler's ops, with
+    # grouped-query attention (N != K) and positions that do not start at 0.
+    B, T, N, K, H, base = 2, 12, 4, 2, 32, 10000.0
+    qkv = (3 * jax.random.normal(jax.random.key(6), (B, T, (N + 2 * K) * H))).astype(dtype)
+    pos = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32) + 5, (B, T))
+    cts = tuple(jax.random.normal(jax.random.key(7 + i), (B, T, m, H)).astype(dtype) for i, m in enumerate((N, K, K)))
+
+    def outputs(heads, qkv, pos, cts):
+        out, vjp = jax.vjp(lambda x: heads(x, pos), qkv)
+        return [a.astype(jnp.float32) for a in (*out, vjp(cts)[0])]
+    ref = [np.asarray(a) for a in jax.jit(functools.partial(
+        outputs, lambda x, p: split_heads(x, p, N, K, H, base)))(qkv, pos, cts)]
+    for impl in ROPE_IMPLS:
+        got = [np.asarray(a) for a in jax.jit(functools.partial(
+            outputs, lambda x, p, impl=impl: qkv_heads(x, p, N, K, H, base, impl)))(qkv, pos, cts)]
+        assert [a.shape for a in got] == [(B, T, N, H), (B, T, K, H), (B, T, K, H), (B, T, (N + 2 * K) * H)]
+        scale = [float(np.abs(r).max()) for r in ref]
+        # The forward: fp32 to rounding, bf16 within one bf16 step of each value; v is passed through.
+        tol = 1e-6 if dtype == jnp.float32 else 2.0 ** -7
+        for a, r, m in zip(got[:2], ref[:2], scale):
+            np.testing.assert_allclose(a, r, rtol=0, atol=tol * m, err_msg=impl)
+        np.testing.assert_array_equal(got[2], ref[2])
+        if impl == "split":
+            for a, r in zip(got[:2], ref[:2]):
+                np.testing.assert_array_equal(a, r)  # split_heads' own ops
+        # The hand-written backward against JAX's autodiff of split_heads.
+        tol = 1e-5 if dtype == jnp.float32 else 2e-2
+        np.testing.assert_allclose(got[3], ref[3], rtol=0, atol=tol * scale[3], err_msg=impl)
+
+
+def test_rope_impl_is_checked_and_every_one_trains_the_same_model():
+    with pytest.raises(ValueError, match="rope_impl must be one of split, flip, pallas, got 'rotate'"):
+        GPT(ModelConfig(depth=1, vocab_size=100, seq_len=16), rngs=nnx.Rngs(0), rope_impl="rotate")
+    config = ModelConfig(depth=2, vocab_size=300, seq_len=32, head_dim=32, gqa_ratio=2)
+    base = random_model(config, seed=8)
+    ids = jnp.asarray(np.random.default_rng(8).integers(0, 300, (2, 12)), jnp.int32)
+    weights = jax.random.normal(jax.random.key(9), (2, 12, 300))
+    results = []
+    for impl in ROPE_IMPLS:
+        model = _with_settings(base, dtype=jnp.float32, rope_impl=impl)
+        assert {b.attn.rope_impl for b in model.blocks} == {impl}
+        graphdef, params = nnx.split(model)
+        loss = lambda p: jnp.sum(forward(graphdef, p, ids) * weights)  # noqa: E731
+        results.append(jax.jit(jax.value_and_grad(loss))(params))
+    (loss_ref, grads_ref), others = results[0], results[1:]
+    for loss_value, grads in others:
+        np.testing.assert_allclose(loss_value, loss_ref, rtol=1e-5)
+        for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
+            np.testing.assert_allclose(got, want, atol=1e-5 * float(jnp.abs(want).max()))

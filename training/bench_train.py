@@ -3,6 +3,7 @@
     python -m training.bench_train --depth 12 --batch 32 --seq 2048
     python -m training.bench_train --depth 12 --remat none,dots --muon-dtype float32,bfloat16   # a table
     python -m training.bench_train --residual float32,bfloat16 --repeat 2          # round-robin, twice
+    python -m training.bench_train --rope-impl split,flip,pallas --check-rope --repeat 2
     python -m training.bench_train --profile --dump-hlo DIR
 
 Reports tokens/s, model TFLOP/s with nanochat's accounting (6 x matmul parameters + 12 x layers x
@@ -32,16 +33,35 @@ torch.compile trainer: 140 ms = 467 model TFLOP/s; a bf16 8192^3 matmul runs at 
         bfloat16  False     True      130.3  129.9
         bfloat16  True      True      130.2  129.8     (the default now: 448 TFLOP/s; own process: 128.1)
     depth 20, B=16: 241.6 -> 234.3 ms. The loss after 12 steps on one random batch: 0.9048 -> 0.9050.
+    q/k RoPE + QK-norm in the flip form and dL/dqkv written once (model.qkv_heads, rope_impl="flip",
+    the default now), round-robin in one process against "split" (the line above's code),
+    `--rope-impl split,flip,pallas --steps 10 --repeat 2`: split 127.9 / 127.9 ms, flip 124.8 / 124.3
+    (-2.6%, 466-468 TFLOP/s), pallas 121.5 / 121.9 (478 TFLOP/s).
+    From the two profiles, kernels per step of q/k RoPE + QK-norm + the v copy: 13.5 ms -> 7.8:
+        forward per layer 0.40 -> 0.30 ms: one sum-of-squares reduction for q and k together (0.11) and
+          one normalize pass that reads q and k from the projection's output and writes both (0.13);
+          the v copy for cuDNN (0.06) stays
+        backward per layer 0.72 -> 0.35 ms: two mean(dy*y) reductions (2 x 0.06) and one fusion that
+          writes dL/dqkv (0.23): the optimization barrier keeps XLA's GEMM fusion from taking a second
+          copy of the concatenate into the dW matmul, and dq, dk are no longer materialised
+    The loss after 12 steps: 0.9050 (unchanged); memory 33.8 -> 31.5 GB (the rotated halves are no
+    longer kept for the backward). rope_impl="pallas" (one Triton kernel each way, Pallas): 121.1 ms
+    = 480 TFLOP/s in a profiling run (121.5-121.9 round-robin, above):
+    5.2 ms of those kernels per step, forward 2 x 0.086 ms per layer (at ~2.3 TB/s: room left),
+    backward 0.20 ms per layer (~4 TB/s); same loss 0.9050. Not the default: under a sharded jit
+    (data parallel, FSDP) XLA has no partitioning rule for a kernel and would gather its operands.
 Tried and dropped (no gain): bf16 logits (129.1 vs 129.7), an optimisation barrier to stop XLA sharing
 tanh between the two cross-entropy passes, XLA's Triton GEMMs off, CUDA command buffers off, B=64; the
 hand-written RMSNorm backward (model.norm_to) is neutral (+-0.5 ms) and stays for its equal loss.
-Where the 130 ms go (profile, bf16 residual): matmuls ~63 ms, cuDNN flash attention ~22 ms, elementwise
-and reduction fusions ~37 ms: cross entropy ~7.4 (not touched), ReLU^2 6.3 (forward + backward at the
-memory bandwidth: only a GEMM epilogue would remove it), and 14.3 ms of q/k RoPE + QK-norm, ~1.2 ms per
-layer where the bytes need ~0.25: forward, a multi-output fusion writes the rotated halves (0.10), one
-concatenate each for q and k (2 x 0.05), a reduction each (2 x 0.08) and a normalize each (2 x 0.06);
-backward, dq and dk are materialised (0.27), two reductions (0.15) and dL/dqkv is concatenated twice
-(2 x 0.14). Two H200s, data parallel: 936k tok/s, 96.6% of twice one GPU.
+Where the 124.6 ms go (profile, rope_impl flip): 117.9 ms of kernels: matmuls 64.4, cuDNN flash
+attention 22.0, elementwise 20.7, reductions 8.8, copies 1.9; among the fusions cross entropy ~7.4 (not
+touched), ReLU^2 6.3 (forward + backward at the memory bandwidth: only a GEMM epilogue would remove it)
+and q/k RoPE + QK-norm + v copy 7.8 (0.65 ms per layer, see above). With split: 13.5 ms by the same
+count (14.3 as counted before), ~1.1 ms per layer: forward, a multi-output fusion wrote the rotated
+halves (0.10), one concatenate each for q and k (2 x 0.05), a reduction each (2 x 0.08) and a normalize
+each (2 x 0.06); backward, dq and dk were materialised (0.27), two reductions (0.15) and dL/dqkv was
+concatenated twice (2 x 0.14).
+Two H200s, data parallel (before flip): 936k tok/s, 96.6% of twice one GPU.
 """
 import argparse
 import functools
@@ -157,9 +177,9 @@ def profile_step(fn, args, steps: int = 3, top: int = 25, echo=print, table_path
 def bench_one(depth: int, batch: int, seq: int, vocab: int, steps: int, remat: str, muon_dtype: str,
               fsdp: bool, breakdown: bool, muon_stack: bool = True, profile: bool = False,
               dump_hlo: str | None = None, devices: int | None = None, residual: str | None = None,
-              norm_vjp: bool = True, qkv_vjp: bool = True) -> dict:
+              norm_vjp: bool = True, qkv_vjp: bool = True, rope_impl: str = "flip") -> dict:
     """One configuration: compile, warm up, time `steps` optimiser steps (one micro-batch each).
-    residual: TrainConfig.residual_dtype (None: its default)."""
+    residual: TrainConfig.residual_dtype (None: its default). rope_impl: GPT(rope_impl=...)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -179,7 +199,7 @@ def bench_one(depth: int, batch: int, seq: int, vocab: int, steps: int, remat: s
     optimizer = make_optimizer(cfg, num_steps=1000)
 
     graphdef = nnx.split(nnx.eval_shape(lambda: GPT(model_cfg, rngs=nnx.Rngs(0), norm_vjp=norm_vjp, qkv_vjp=qkv_vjp,
-                                                    residual_dtype=cfg.residual_jnp_dtype())))[0]
+                                                    rope_impl=rope_impl, residual_dtype=cfg.residual_jnp_dtype())))[0]
 
     def build():
         params = nnx.split(GPT(model_cfg, rngs=nnx.Rngs(0)))[1].to_pure_dict()
@@ -192,7 +212,7 @@ def bench_one(depth: int, batch: int, seq: int, vocab: int, steps: int, remat: s
     loss_fn = lm_loss_fn(graphdef, remat=remat)
     step = make_train_step(loss_fn, optimizer, shardings, batch_sharding)
 
-    tag = f"d{depth}_b{batch}_t{seq}_{remat}_{cfg.residual_dtype}_{norm_vjp}_{qkv_vjp}"  # dump file names
+    tag = f"d{depth}_b{batch}_t{seq}_{remat}_{cfg.residual_dtype}_{norm_vjp}_{qkv_vjp}_{rope_impl}"  # dump file names
     t = time.perf_counter()
     compiled = step.lower(state, tokens).compile()
     compile_s = time.perf_counter() - t
@@ -218,7 +238,8 @@ def bench_one(depth: int, batch: int, seq: int, vocab: int, steps: int, remat: s
     stats = jax.devices()[0].memory_stats() or {}
     row = dict(depth=depth, batch=batch, seq=seq, vocab=vocab, devices=n_dev, remat=remat, muon_dtype=muon_dtype,
                muon_stack=muon_stack, fsdp=fsdp, residual=cfg.residual_dtype, norm_vjp=norm_vjp,
-               qkv_vjp=qkv_vjp, step_ms=round(dt * 1e3, 2), tok_s=round(tok_s), tflops=round(flops / 1e12, 3),
+               qkv_vjp=qkv_vjp, rope_impl=rope_impl, step_ms=round(dt * 1e3, 2), tok_s=round(tok_s),
+               tflops=round(flops / 1e12, 3),
                tflops_per_device=round(flops / n_dev / 1e12, 3), mfu=round(flops / n_dev / peak, 4),
                peak=peak_what, compile_s=round(compile_s, 1), loss=round(loss, 4),
                params_m=round(model_cfg.num_params() / 1e6, 1),
@@ -243,9 +264,49 @@ def bench_one(depth: int, batch: int, seq: int, vocab: int, steps: int, remat: s
     return row
 
 
+def check_rope(depth: int, batch: int, seq: int, impls, echo=print) -> list[dict]:
+    """Each rope_impl's q, k, v and dL/dqkv (model.qkv_heads) against split_heads and JAX's autodiff, at
+    this depth's head shapes in the compute dtype, on random data: the largest difference relative to
+    the reference's largest value, per output. A check of the kernels on this machine's backend (the
+    CPU tests check the same in fp32)."""
+    from functools import partial
+
+    import jax
+    import jax.numpy as jnp
+
+    from nanocode import runtime
+    from nanocode.model import ModelConfig, qkv_heads, split_heads
+    runtime.setup_jax()
+    c = ModelConfig(depth=depth, vocab_size=256, seq_len=seq)
+    N, K, H, base, dt = c.n_head, c.n_kv_head, c.head_dim_, c.rope_base, runtime.compute_dtype()
+    keys = jax.random.split(jax.random.key(0), 4)
+    qkv = (3 * jax.random.normal(keys[0], (batch, seq, (N + 2 * K) * H), jnp.float32)).astype(dt)
+    pos = jnp.broadcast_to(jnp.arange(seq, dtype=jnp.int32), (batch, seq))
+    cts = tuple(jax.random.normal(k, (batch, seq, m, H), jnp.float32).astype(dt) for k, m in zip(keys[1:], (N, K, K)))
+
+    def outputs(heads, qkv, pos, cts):  # the arrays as arguments: closed over, jit would embed them as constants
+        out, vjp = jax.vjp(lambda x: heads(x, pos), qkv)
+        return (*out, vjp(cts)[0])
+    ref = jax.jit(partial(outputs, lambda x, p: split_heads(x, p, N, K, H, base)))(qkv, pos, cts)
+    rows = []
+    for impl in impls:
+        row = {"check": "rope", "rope_impl": impl, "dtype": jnp.dtype(dt).name}
+        try:
+            got = jax.jit(partial(outputs, lambda x, p, impl=impl: qkv_heads(x, p, N, K, H, base, impl)))(qkv, pos, cts)
+        except Exception as e:  # noqa: BLE001 - a kernel that does not build here must not end the benchmark
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            got = ()
+        for name, a, b in zip(("q", "k", "v", "dqkv"), got, ref):
+            a, b = a.astype(jnp.float32), b.astype(jnp.float32)
+            row[name] = float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+        rows.append(row)
+        echo(json.dumps(row))
+    return rows
+
+
 def format_table(rows: list[dict]) -> str:
     cols = ["depth", "batch", "seq", "devices", "remat", "muon_dtype", "muon_stack", "fsdp", "residual", "norm_vjp",
-            "qkv_vjp", "step_ms", "tok_s", "tflops",
+            "qkv_vjp", "rope_impl", "step_ms", "tok_s", "tflops",
             "mfu", "compile_s", "static_mem_gb", "peak_mem_gb", "fwd_ms", "fwd_bwd_ms", "optim_ms"]
     cols = [c for c in cols if any(c in r for r in rows)]
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
@@ -256,7 +317,8 @@ def format_table(rows: list[dict]) -> str:
 
 def run(depth=(12,), batch=(32,), seq=(2048,), vocab=32768, steps=10, remat=("none",), muon_dtype=("auto",),
         fsdp=(False,), breakdown=False, jsonl=None, echo=print, muon_stack=(True,), profile=False, dump_hlo=None,
-        devices=(None,), residual=(None,), norm_vjp=(True,), qkv_vjp=(True,), repeat=1) -> list[dict]:
+        devices=(None,), residual=(None,), norm_vjp=(True,), qkv_vjp=(True,), rope_impl=("flip",),
+        repeat=1) -> list[dict]:
     """Every combination of the list arguments, `repeat` times round (A B A B, not A A B B: a drift of the
     machine's speed then shows as a difference between rounds, not between variants)."""
     import jax
@@ -266,13 +328,13 @@ def run(depth=(12,), batch=(32,), seq=(2048,), vocab=32768, steps=10, remat=("no
          f"jax {jax.__version__}")
     rows = []
     variants = list(itertools.product(devices, depth, batch, seq, remat, muon_dtype, fsdp, muon_stack, residual,
-                                      norm_vjp, qkv_vjp))
-    for _, (n, d, b, t, r, m, f, ms, rd, nv, qv) in itertools.product(range(repeat), variants):
+                                      norm_vjp, qkv_vjp, rope_impl))
+    for _, (n, d, b, t, r, m, f, ms, rd, nv, qv, ri) in itertools.product(range(repeat), variants):
         try:
-            row = bench_one(d, b, t, vocab, steps, r, m, f, breakdown, ms, profile, dump_hlo, n, rd, nv, qv)
+            row = bench_one(d, b, t, vocab, steps, r, m, f, breakdown, ms, profile, dump_hlo, n, rd, nv, qv, ri)
         except Exception as e:  # noqa: BLE001 - one failing variant (e.g. out of memory) must not end the table
             row = dict(depth=d, batch=b, seq=t, remat=r, muon_dtype=m, fsdp=f, residual=rd, norm_vjp=nv, qkv_vjp=qv,
-                       error=f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+                       rope_impl=ri, error=f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
         rows.append(row)
         echo(json.dumps(row))
         if jsonl:
@@ -306,6 +368,10 @@ def main(argv=None):
                    help="hand-written RMSNorm backward (false: JAX autodiff)")
     p.add_argument("--qkv-vjp", type=_list(lambda s: s.lower() in ("1", "true", "yes")), default=[True],
                    help="hand-written backward of the q/k/v split + RoPE + QK-norm (false: JAX autodiff)")
+    p.add_argument("--rope-impl", type=_list(str), default=["flip"],
+                   help="how the training forward computes q/k RoPE + QK-norm (model.qkv_heads): split, flip, pallas")
+    p.add_argument("--check-rope", action="store_true",
+                   help="first compare every --rope-impl's q/k/v and dL/dqkv with split_heads + autodiff here")
     p.add_argument("--repeat", type=int, default=1, help="run the whole table this many times, round-robin")
     p.add_argument("--breakdown", action="store_true")
     p.add_argument("--profile", action="store_true", help="print the kernels that take the most time")
@@ -315,9 +381,15 @@ def main(argv=None):
     bad = [r for r in a.residual if r not in (None, "auto", "float32", "bfloat16")]
     if bad or a.repeat < 1:
         p.error(f"--residual takes auto, float32 or bfloat16 (got {bad}); --repeat must be >= 1")
+    from nanocode.model import ROPE_IMPLS
+    if any(r not in ROPE_IMPLS for r in a.rope_impl):
+        p.error(f"--rope-impl takes {', '.join(ROPE_IMPLS)} (got {','.join(a.rope_impl)})")
+    if a.check_rope:
+        for d, b, t in itertools.product(a.depth, a.batch, a.seq):
+            check_rope(d, b, t, a.rope_impl)
     rows = run(a.depth, a.batch, a.seq, a.vocab, a.steps, a.remat, a.muon_dtype, a.fsdp, a.breakdown, a.jsonl,
                muon_stack=a.muon_stack, profile=a.profile, dump_hlo=a.dump_hlo, devices=a.devices,
-               residual=a.residual, norm_vjp=a.norm_vjp, qkv_vjp=a.qkv_vjp,
+               residual=a.residual, norm_vjp=a.norm_vjp, qkv_vjp=a.qkv_vjp, rope_impl=a.rope_impl,
                repeat=a.repeat)
     return 0 if all("error" not in r for r in rows) else 1
 
