@@ -4,7 +4,8 @@ XLA cannot fuse a row reduction with the elementwise pass that needs its result,
 for the norm's sum of squares and one for the output (forward), one for the gradient's mean(dy * y) and
 one that writes dL/dqkv (backward). These kernels hold a block of rows of one head in registers and do
 each direction in one pass: q and k read once, y written once; dL/dqkv written once. On an H200 at depth
-12 they take a train step from 124.5 ms (rope_impl="flip", the default) to 121.7 (training/bench_train.py).
+12 they take a train step from 124.3-124.8 ms (rope_impl="flip", the default) to 121.5-121.9
+(training/bench_train.py, round-robin in one process).
 Not the default: under a sharded jit (data parallel, FSDP) XLA has no partitioning rule for a custom
 kernel and would gather its operands. On CPU they run in Pallas's interpreter (the tests).
 

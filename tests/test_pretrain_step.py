@@ -179,3 +179,16 @@ def test_a_step_on_8_devices_matches_1_device_data_parallel_and_fsdp():
         np.testing.assert_allclose(results[name]["losses"], one["losses"], rtol=2e-6)
         for a, b in zip(results[name]["params"], one["params"]):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_bench_train_rows_and_the_rope_check_on_this_backend():
+    """`nanocode bench train` runs the real step at a tiny shape, and --check-rope (the on-device check of
+    every rope_impl, the Pallas kernel included) finds them all equal to split_heads + autodiff."""
+    from training import bench_train
+    rows = bench_train.run((1,), (2,), (32,), 256, 1, rope_impl=("flip", "split"), echo=lambda _: None)
+    assert [r["rope_impl"] for r in rows] == ["flip", "split"]
+    assert all("error" not in r and r["tok_s"] > 0 and np.isfinite(r["loss"]) for r in rows)
+    checks = bench_train.check_rope(1, 2, 32, ("split", "flip", "pallas"), echo=lambda _: None)
+    assert [c["rope_impl"] for c in checks] == ["split", "flip", "pallas"]
+    for c in checks:
+        assert "error" not in c and max(c["q"], c["k"], c["v"], c["dqkv"]) < 1e-5, c

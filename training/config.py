@@ -48,7 +48,7 @@ class TrainConfig:
     fsdp: bool = False                # shard parameters and optimiser state over the devices too
     # The residual stream's dtype: auto (= the compute dtype: bf16 on GPU, fp32 on CPU), float32 or bfloat16.
     # The parameters stay fp32 masters either way; RMSNorm reduces in fp32 and the logits are fp32. bf16 on an
-    # H200 (bench_train, interleaved runs): depth 12 135.4 -> 130.9 ms per step, depth 20 -3%, the same loss;
+    # H200 (bench_train, interleaved runs): depth 12 135.4 -> 130.0 ms per step, depth 20 -3%, the same loss;
     # real data, depth 8, 300 steps, same shards: val bpb code 0.6887 (bf16) vs 0.6883 (fp32), 1.44M vs 1.38M tok/s.
     residual_dtype: str = "auto"
     # Bookkeeping.

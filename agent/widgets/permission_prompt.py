@@ -1,6 +1,7 @@
 """The inline question before a tool runs: y allow once, a always allow this tool for the session,
 n reject. After n the prompt turns into a one-line note box, so a rejection can tell the model what to
 do instead; Enter sends the note, and Enter on an empty box is a plain reject (so n, Enter is quick)."""
+import math
 import time
 
 from textual.app import ComposeResult
@@ -38,7 +39,7 @@ class PermissionPrompt(Widget, can_focus=True):
         super().__init__()
         self.call = call
         self.answered = False
-        self.shown_at = time.monotonic()
+        self.shown_at = math.inf  # not on screen yet
 
     def on_mount(self) -> None:
         self.shown_at = time.monotonic()
