@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nanocode import runtime
+from nanocode import per_device, runtime
 
 
 class ConfigError(ValueError):
@@ -244,11 +244,23 @@ def split_heads(qkv_BxTxF, pos_BxT, n_head: int, n_kv_head: int, head_dim: int, 
     return rms_norm(rotary(q_BxTxNxH, pos_BxT, base)), rms_norm(rotary(k_BxTxKxH, pos_BxT, base)), v_BxTxKxH
 
 
-ROPE_IMPLS = ("split", "flip", "pallas")  # qkv_heads' ways to compute the same function (training/bench_train.py)
+# qkv_heads' ways to compute the same function (training/bench_train.py); "auto" picks one (resolve_rope_impl)
+ROPE_IMPLS = ("auto", "split", "flip", "pallas")
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
-def qkv_heads(qkv_BxTxF, pos_BxT, n_head: int, n_kv_head: int, head_dim: int, base: float, rope_impl: str = "flip"):
+def resolve_rope_impl(rope_impl: str) -> str:
+    """The rope_impl that qkv_heads runs, decided when it is traced: "auto" is "pallas" on NVIDIA GPUs
+    where the kernels run on each device's own rows (one device, or a mesh in context: jax.set_mesh, as
+    training/train_step.make_train_step sets), else "flip": on CPU the kernels would run in Pallas's slow
+    interpreter, and on several devices with no mesh in context XLA would gather their operands."""
+    if rope_impl not in ROPE_IMPLS:
+        raise ValueError(f"rope_impl must be one of {', '.join(ROPE_IMPLS)}, got {rope_impl!r}")
+    if rope_impl != "auto":
+        return rope_impl
+    return "pallas" if per_device.cuda_gpu() and per_device.kernels_usable() else "flip"
+
+
+def qkv_heads(qkv_BxTxF, pos_BxT, n_head: int, n_kv_head: int, head_dim: int, base: float, rope_impl: str = "auto"):
     """split_heads with a hand-written backward: dq and dk from the saved normalized outputs and per-head
     scales (_rms_norm_grad), rotated back, and dL/dqkv written as one explicit concatenate of dq, dk, dv.
     JAX's transpose of the three slices is pad + pad + pad + add, one loop fusion over [B, T, 3C] that
@@ -261,14 +273,19 @@ def qkv_heads(qkv_BxTxF, pos_BxT, n_head: int, n_kv_head: int, head_dim: int, ba
     optimization barrier, so that XLA's GEMM fusion cannot take a second copy of the concatenate into one
     of the matmuls. "pallas": two Pallas kernels (Triton on GPU, the interpreter on CPU) that do the
     forward and the backward in one pass each (nanocode/rope_pallas.py), the same ops summed
-    in another order; one device only in practice: under a sharded jit XLA has no partitioning rule for
-    a kernel and gathers its operands."""
+    in another order; under a mesh in context (jax.set_mesh) each device runs them on its own rows, and
+    without one a sharded jit gathers their operands (XLA has no partitioning rule for a kernel). "auto"
+    (the default): "pallas" where it is the fastest and runs per device, else "flip" (resolve_rope_impl)."""
+    return _qkv_heads(qkv_BxTxF, pos_BxT, n_head, n_kv_head, head_dim, base, resolve_rope_impl(rope_impl))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _qkv_heads(qkv_BxTxF, pos_BxT, n_head, n_kv_head, head_dim, base, rope_impl):
+    """qkv_heads with rope_impl resolved: the forward and the backward then use the same one."""
     return _qkv_heads_fwd(qkv_BxTxF, pos_BxT, n_head, n_kv_head, head_dim, base, rope_impl)[0]
 
 
 def _qkv_heads_fwd(qkv_BxTxF, pos_BxT, n_head, n_kv_head, head_dim, base, rope_impl):
-    if rope_impl not in ROPE_IMPLS:
-        raise ValueError(f"rope_impl must be one of {', '.join(ROPE_IMPLS)}, got {rope_impl!r}")
     B, T, _ = qkv_BxTxF.shape
     N, K, H = n_head, n_kv_head, head_dim
     outs, saved = [], []
@@ -312,7 +329,7 @@ def _qkv_heads_bwd(n_head, n_kv_head, head_dim, base, rope_impl, saved, cts):
     return dqkv_BxTxF, None
 
 
-qkv_heads.defvjp(_qkv_heads_fwd, _qkv_heads_bwd)
+_qkv_heads.defvjp(_qkv_heads_fwd, _qkv_heads_bwd)
 
 
 def cached_attention(q_BxTxNxH, k_BxKxSxH, v_BxKxHxS, pos_BxT):
@@ -404,7 +421,7 @@ def _uniform(key, shape, fan_in):
 
 class Attention(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, out_in: bool = False, qkv_vjp: bool = True,
-                 rope_impl: str = "flip"):
+                 rope_impl: str = "auto"):
         C, N, K, H = config.width, config.n_head, config.n_kv_head, config.head_dim_
         # q, k and v in one matrix [C, (N + 2K) * H]: one matmul instead of three. Measured on the 2-core
         # CPU (6 layers, width 384, batch 1): 1.6 ms per decode step against 2.8 ms with three matrices.
@@ -455,7 +472,7 @@ class MLP(nnx.Module):
 
 class Block(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, out_in: bool = False, norm_vjp: bool = True,
-                 qkv_vjp: bool = True, rope_impl: str = "flip"):
+                 qkv_vjp: bool = True, rope_impl: str = "auto"):
         self.attn = Attention(config, rngs=rngs, out_in=out_in, qkv_vjp=qkv_vjp, rope_impl=rope_impl)
         self.mlp = MLP(config, rngs=rngs, out_in=out_in)
         self.norm_vjp = norm_vjp
@@ -488,14 +505,15 @@ _List = getattr(nnx, "List", list)  # flax >= 0.12 wants module lists wrapped; o
 
 class GPT(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, dtype=None, out_in: bool = False,
-                 residual_dtype=None, norm_vjp: bool = True, qkv_vjp: bool = True, rope_impl: str = "flip"):
+                 residual_dtype=None, norm_vjp: bool = True, qkv_vjp: bool = True, rope_impl: str = "auto"):
         """out_in: store every matmul weight transposed, [out, in] (the GPU sampler's inference copy; see
         `dense`). Training and checkpoints use the default [in, out].
         residual_dtype: the residual stream's dtype; None = fp32. A runtime choice of the trainer (see
         TrainConfig.residual_dtype), not part of ModelConfig: the parameters are the same either way.
         norm_vjp, qkv_vjp: the hand-written backward of the RMSNorms (norm_to) and of the q/k/v split with
         RoPE and QK-norm (qkv_heads); False: JAX's autodiff, to measure against.
-        rope_impl: how qkv_heads computes its forward (ROPE_IMPLS; see qkv_heads), the same values."""
+        rope_impl: how qkv_heads computes its forward (ROPE_IMPLS; see qkv_heads), the same values; "auto"
+        is resolved each time the model is traced (resolve_rope_impl)."""
         if rope_impl not in ROPE_IMPLS:
             raise ValueError(f"rope_impl must be one of {', '.join(ROPE_IMPLS)}, got {rope_impl!r}")
         self.config = config

@@ -1,13 +1,16 @@
-"""q/k RoPE + QK-norm as Pallas kernels: nanocode.model.qkv_heads with rope_impl="pallas" (opt-in).
+"""q/k RoPE + QK-norm as Pallas kernels: nanocode.model.qkv_heads with rope_impl="pallas" (what "auto",
+the default, picks on NVIDIA GPUs).
 
 XLA cannot fuse a row reduction with the elementwise pass that needs its result, so its best is a pass
 for the norm's sum of squares and one for the output (forward), one for the gradient's mean(dy * y) and
 one that writes dL/dqkv (backward). These kernels hold a block of rows of one head in registers and do
 each direction in one pass: q and k read once, y written once; dL/dqkv written once. On an H200 at depth
-12 they take a train step from 124.3-124.8 ms (rope_impl="flip", the default) to 121.5-121.9
+12 they take a train step from 124.3-124.8 ms (rope_impl="flip") to 121.5-121.9
 (training/bench_train.py, round-robin in one process).
-Not the default: under a sharded jit (data parallel, FSDP) XLA has no partitioning rule for a custom
-kernel and would gather its operands. On CPU they run in Pallas's interpreter (the tests).
+
+Sharded jits (data parallel, FSDP): every row of the kernels' output depends only on the same row of their
+inputs, so under a mesh each device runs them on its own rows (nanocode/per_device.py). On CPU they run in
+Pallas's interpreter (the tests).
 
 cos, sin: [B*T, H/2] fp32, row r for position pos[r // T, r % T] (model._flat_cos_sin).
 """
@@ -16,6 +19,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
+
+from nanocode.per_device import per_device_rows
 
 
 def _row_block(rows: int) -> int:
@@ -48,7 +53,12 @@ def _rope_norm_kernel(x_ref, cos_ref, sin_ref, y_ref, s_ref):
 
 def rope_norm(qkv_BxTxF, first_head: int, M: int, H: int, cos, sin):
     """rope_qk_norm of heads first_head .. first_head + M - 1 of the fused projection's output, in one
-    Pallas kernel that reads them in place: (y [B, T, M, H] in qkv's dtype, s [B, T, M, 1] fp32)."""
+    Pallas kernel that reads them in place: (y [B, T, M, H] in qkv's dtype, s [B, T, M, 1] fp32).
+    Each device on its own rows under a mesh (nanocode/per_device.py)."""
+    return per_device_rows(partial(_rope_norm, first_head=first_head, M=M, H=H), qkv_BxTxF, cos, sin)
+
+
+def _rope_norm(qkv_BxTxF, cos, sin, *, first_head: int, M: int, H: int):
     B, T, F = qkv_BxTxF.shape
     R = _row_block(B * T)
     y, s = pl.pallas_call(
@@ -89,7 +99,12 @@ def _qkv_grad_kernel(gq_ref, yq_ref, sq_ref, gk_ref, yk_ref, sk_ref, gv_ref, cos
 
 def qkv_grad(yq, sq, yk, sk, cos, sin, gq_BxTxNxH, gk_BxTxKxH, gv_BxTxKxH):
     """dL/dqkv [B, T, (N + 2K) H] in one Pallas kernel: one program per block of rows and head of the
-    output, each reading only its own head's gradient (and y, s for q and k)."""
+    output, each reading only its own head's gradient (and y, s for q and k). Each device on its own rows
+    under a mesh (nanocode/per_device.py)."""
+    return per_device_rows(_qkv_grad, yq, sq, yk, sk, cos, sin, gq_BxTxNxH, gk_BxTxKxH, gv_BxTxKxH)
+
+
+def _qkv_grad(yq, sq, yk, sk, cos, sin, gq_BxTxNxH, gk_BxTxKxH, gv_BxTxKxH):
     B, T, N, H = yq.shape
     K = yk.shape[2]
     R, dt = _row_block(B * T), yq.dtype

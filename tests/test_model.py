@@ -182,8 +182,8 @@ def test_residual_dtype_default_is_unchanged_and_bf16_stays_close(dtype):
     run = jax.jit(lambda m, ids: m(ids))
     logits = run(default, ids)
     # The default path (fp32 residual, hand-written backwards) computes what it did before: exactly with
-    # split_heads' ops (rope_impl="split"), to fp32 rounding with the flip form of RoPE (the default, which
-    # XLA fuses differently).
+    # split_heads' ops (rope_impl="split"), to fp32 rounding with the flip form of RoPE (what the default,
+    # "auto", is on CPU; XLA fuses it differently).
     reference = jax.jit(fp32_residual_reference)(default, ids)
     np.testing.assert_array_equal(run(_with_settings(base, dtype=dtype, rope_impl="split"), ids), reference)
     tol = 1e-6 if dtype == jnp.float32 else 1e-2  # bf16: a few bf16 steps of a logit
@@ -247,7 +247,7 @@ def test_every_rope_impl_matches_split_heads_and_its_autodiff(dtype):
 
 
 def test_rope_impl_is_checked_and_every_one_trains_the_same_model():
-    with pytest.raises(ValueError, match="rope_impl must be one of split, flip, pallas, got 'rotate'"):
+    with pytest.raises(ValueError, match="rope_impl must be one of auto, split, flip, pallas, got 'rotate'"):
         GPT(ModelConfig(depth=1, vocab_size=100, seq_len=16), rngs=nnx.Rngs(0), rope_impl="rotate")
     config = ModelConfig(depth=2, vocab_size=300, seq_len=32, head_dim=32, gqa_ratio=2)
     base = random_model(config, seed=8)

@@ -14,7 +14,7 @@ with several devices the mesh runs data parallel (or FSDP) and the tokens/s are 
 prints where the accelerator's time goes (from a jax.profiler trace).
 
 What each change bought, one H200, depth 12, B=32, T=2048, vocab 32768 (ms per optimiser step; nanochat's
-torch.compile trainer: 140 ms = 467 model TFLOP/s; a bf16 8192^3 matmul runs at 882 TFLOP/s there):
+torch.compile trainer: 124.5 ms = 526,545 tok/s = 467 model TFLOP/s; a bf16 8192^3 matmul runs at 882 TFLOP/s there):
     first version (optax Muon per matrix, autodiff through model.logits + optax CE, remat dots)  186
     no rematerialisation (dots -6%, full -13% slower; memory 39 GB at B=32 is no problem)       175
     head matmul backward in bf16 (custom VJP; JAX's transpose ran fp32 x bf16 as fp32 GEMMs)    154
@@ -48,10 +48,25 @@ torch.compile trainer: 140 ms = 467 model TFLOP/s; a bf16 8192^3 matmul runs at 
     longer kept for the backward). rope_impl="pallas" (one Triton kernel each way, Pallas): 121.1 ms
     = 480 TFLOP/s in a profiling run (121.5-121.9 round-robin, above):
     5.2 ms of those kernels per step, forward 2 x 0.086 ms per layer (at ~2.3 TB/s: room left),
-    backward 0.20 ms per layer (~4 TB/s); same loss 0.9050. Not the default: under a sharded jit
-    (data parallel, FSDP) XLA has no partitioning rule for a kernel and would gather its operands.
-Tried and dropped (no gain): bf16 logits (129.1 vs 129.7), an optimisation barrier to stop XLA sharing
-tanh between the two cross-entropy passes, XLA's Triton GEMMs off, CUDA command buffers off, B=64; the
+    backward 0.20 ms per layer (~4 TB/s); same loss 0.9050. The default now ("auto" on NVIDIA GPUs): under
+    a sharded jit each device runs the kernels on its own rows (nanocode/per_device.py).
+The cross entropy's two passes and the default kernels (H200s differ by up to ~3% between machines, so
+each comparison below is round-robin in one process on one machine):
+    the head matmul as a plain cuBLAS GEMM writing bf16 logits (an optimization barrier: XLA had fused
+    the soft cap's tanh into a Triton GEMM, 8.2 ms against cuBLAS's 4.1), rope pallas: 119.0 -> 115.5 ms
+    Muon's ns_steps static (optax's Newton-Schulz loop unrolls; as an injected hyperparameter it was a
+    while loop copying its condition to the host 18 times a step): in-trace idle 2.9 -> 1.0 ms per step
+    the passes as Pallas kernels with the hardware tanh (training/ce_pallas.py): 115.2 -> 112.0-113.0
+    pallas kernels as the default (rope_impl and ce_impl "auto"), `--rope-impl flip,auto --ce-impl
+    xla,auto --repeat 2` on one machine: flip/xla 119.8 / 120.0 ms (485 TFLOP/s), auto/xla 117.1 / 117.0,
+    flip/auto 115.9 / 116.3, auto/auto 114.0 / 113.8 (510-511); with the blocks tuned, 113.2-113.4 (513),
+    and 112.0-113.0 (515-519) on the faster machine. Depth 20, B=16: 216.8 ms, 151.1k tok/s, 490 TFLOP/s.
+    XLA options round-robin (Triton GEMMs for any dot, Triton GEMMs off, cuBLASLt): all within +-0.5 ms.
+    A profile's kernels add up to ~5 ms less than the timed step (112.0 ms of kernels first to last in
+    a trace of 3 steps, 116.0 timed over 30, same program, no idle gaps in the trace): probably the
+    clock under the power limit in sustained runs (not measured; the timed figure is the one reported).
+Tried and dropped (no gain): bf16 logits (129.1 vs 129.7) while XLA still fused tanh into the GEMM, an optimisation
+barrier to stop XLA sharing tanh between the two cross-entropy passes, XLA's Triton GEMMs off, CUDA command buffers off, B=64; the
 hand-written RMSNorm backward (model.norm_to) is neutral (+-0.5 ms) and stays for its equal loss.
 Where the 124.6 ms go (profile, rope_impl flip): 117.9 ms of kernels: matmuls 64.4, cuDNN flash
 attention 22.0, elementwise 20.7, reductions 8.8, copies 1.9; among the fusions cross entropy ~7.4 (not
@@ -126,11 +141,12 @@ def _kernel_kind(name: str) -> str:
     return "elementwise"
 
 
-def profile_step(fn, args, steps: int = 3, top: int = 25, echo=print, table_path: str | None = None) -> None:
+def profile_step(fn, args, steps: int = 3, top: int = 25, echo=print, table_path: str | None = None):
     """Trace `steps` calls with jax.profiler and print where the accelerator's time went, per step: by
     kind of kernel, then the HLO ops that took longest (parsed straight from the trace with
     jax.profiler.ProfileData; no TensorBoard needed). Give it a program compiled without CUDA command
-    buffers (bench_one does) to see individual HLO ops instead of the CUDA graphs that hold them."""
+    buffers (bench_one does) to see individual HLO ops instead of the CUDA graphs that hold them.
+    Returns the last call's output (`fn` may donate its arguments)."""
     import glob
     import tempfile
 
@@ -145,6 +161,7 @@ def profile_step(fn, args, steps: int = 3, top: int = 25, echo=print, table_path
         data = ProfileData.from_file(path)
     by_op: dict[tuple[str, str], float] = {}  # (hlo op, kernel kind) -> ms per step
     kernels: dict[tuple[str, str], str] = {}
+    spans = []  # (start, end, hlo op) of every kernel on the device's streams: the idle time between them
     for plane in data.planes:
         if not plane.name.startswith("/device:"):
             continue
@@ -156,15 +173,28 @@ def profile_step(fn, args, steps: int = 3, top: int = 25, echo=print, table_path
                 key = (str(stats.get("hlo_op") or ev.name), _kernel_kind(ev.name))
                 by_op[key] = by_op.get(key, 0.0) + ev.duration_ns / 1e6 / steps
                 kernels.setdefault(key, ev.name)
+                spans.append((ev.start_ns, ev.end_ns, key[0]))
     if not by_op:
         echo("profile: no accelerator kernels in the trace (CPU run?)")
-        return
+        return args
     kinds: dict[str, float] = {}
     for (_, kind), ms in by_op.items():
         kinds[kind] = kinds.get(kind, 0.0) + ms
     total = sum(by_op.values())
     echo(f"profile: {total:.2f} ms of kernels per step: " +
          ", ".join(f"{k} {v:.2f}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])))
+    spans.sort()
+    busy_end, idle, after = spans[0][1] if spans else 0, 0.0, {}
+    for start, end, op in spans[1:]:
+        if start > busy_end:  # the device ran nothing between busy_end and start
+            gap = (start - busy_end) / 1e6 / steps
+            idle += gap
+            after[op] = after.get(op, 0.0) + gap
+        busy_end = max(busy_end, end)
+    if spans:
+        wall = (spans[-1][1] - spans[0][0]) / 1e6 / steps
+        echo(f"profile: {wall:.2f} ms from the first kernel to the last per step, {idle:.2f} ms of it idle; "
+             "idle before: " + ", ".join(f"{op} {ms:.2f}" for op, ms in sorted(after.items(), key=lambda kv: -kv[1])[:6]))
     rows = sorted(by_op.items(), key=lambda kv: -kv[1])
     for (op, kind), ms in rows[:top]:
         echo(f"  {ms:8.3f} ms {100 * ms / total:5.1f}%  {kind:11s} {op[:48]:48s} {kernels[(op, kind)][:60]}")
@@ -172,12 +202,14 @@ def profile_step(fn, args, steps: int = 3, top: int = 25, echo=print, table_path
         with open(table_path, "w") as fh:
             for (op, kind), ms in rows:
                 fh.write(f"{ms:.4f}\t{kind}\t{op}\t{kernels[(op, kind)]}\n")
+    return args
 
 
 def bench_one(depth: int, batch: int, seq: int, vocab: int, steps: int, remat: str, muon_dtype: str,
               fsdp: bool, breakdown: bool, muon_stack: bool = True, profile: bool = False,
               dump_hlo: str | None = None, devices: int | None = None, residual: str | None = None,
-              norm_vjp: bool = True, qkv_vjp: bool = True, rope_impl: str = "flip") -> dict:
+              norm_vjp: bool = True, qkv_vjp: bool = True, rope_impl: str = "auto", ce_impl: str = "auto",
+              xla_opts: str = "") -> dict:
     """One configuration: compile, warm up, time `steps` optimiser steps (one micro-batch each).
     residual: TrainConfig.residual_dtype (None: its default). rope_impl: GPT(rope_impl=...)."""
     import jax
@@ -190,6 +222,8 @@ def bench_one(depth: int, batch: int, seq: int, vocab: int, steps: int, remat: s
     from training.optim import make_optimizer
     from training.train_step import init_state, lm_loss_fn, make_train_step, sharded_init
 
+    options = {k: {"true": True, "false": False}.get(v.lower(), int(v) if v.isdigit() else v)
+               for k, v in (kv.split("=", 1) for kv in xla_opts.split(";") if kv)}
     mesh = meshlib.make_mesh(jax.devices()[:devices] if devices else None)
     n_dev = mesh.devices.size
     cfg = TrainConfig(depth=depth, seq_len=seq, device_batch=batch, total_batch=batch * seq,
@@ -209,12 +243,12 @@ def bench_one(depth: int, batch: int, seq: int, vocab: int, steps: int, remat: s
     global_rows = batch * n_dev
     tokens = jax.jit(lambda key: {"tokens": jax.random.randint(key, (1, global_rows, seq + 1), 0, vocab, jnp.int32)},
                      out_shardings=batch_sharding)(jax.random.key(1))
-    loss_fn = lm_loss_fn(graphdef, remat=remat)
+    loss_fn = lm_loss_fn(graphdef, remat=remat, ce_impl=ce_impl)
     step = make_train_step(loss_fn, optimizer, shardings, batch_sharding)
 
-    tag = f"d{depth}_b{batch}_t{seq}_{remat}_{cfg.residual_dtype}_{norm_vjp}_{qkv_vjp}_{rope_impl}"  # dump file names
+    tag = f"d{depth}_b{batch}_t{seq}_{remat}_{cfg.residual_dtype}_{norm_vjp}_{qkv_vjp}_{rope_impl}_{ce_impl}"  # dump file names
     t = time.perf_counter()
-    compiled = step.lower(state, tokens).compile()
+    compiled = step.lower(state, tokens).compile(compiler_options=options or None)
     compile_s = time.perf_counter() - t
     if dump_hlo:
         with open(f"{dump_hlo}/step_{tag}.hlo.txt", "w") as fh:
@@ -238,7 +272,7 @@ def bench_one(depth: int, batch: int, seq: int, vocab: int, steps: int, remat: s
     stats = jax.devices()[0].memory_stats() or {}
     row = dict(depth=depth, batch=batch, seq=seq, vocab=vocab, devices=n_dev, remat=remat, muon_dtype=muon_dtype,
                muon_stack=muon_stack, fsdp=fsdp, residual=cfg.residual_dtype, norm_vjp=norm_vjp,
-               qkv_vjp=qkv_vjp, rope_impl=rope_impl, step_ms=round(dt * 1e3, 2), tok_s=round(tok_s),
+               qkv_vjp=qkv_vjp, rope_impl=rope_impl, ce_impl=ce_impl, xla_opts=xla_opts, step_ms=round(dt * 1e3, 2), tok_s=round(tok_s),
                tflops=round(flops / 1e12, 3),
                tflops_per_device=round(flops / n_dev / 1e12, 3), mfu=round(flops / n_dev / peak, 4),
                peak=peak_what, compile_s=round(compile_s, 1), loss=round(loss, 4),
@@ -257,9 +291,11 @@ def bench_one(depth: int, batch: int, seq: int, vocab: int, steps: int, remat: s
         row["optim_ms"] = round(_time(upd, grads, state["opt"], params, steps=steps) * 1e3, 2)
     if profile:
         # A copy without CUDA command buffers, so the trace names each HLO op (the timed program keeps them).
-        traced = step.lower(state, tokens).compile(compiler_options={"xla_gpu_enable_command_buffer": ""})
-        profile_step(lambda st, tk: (traced(st, tk)[0], tk), (state, tokens), table_path=dump_hlo and
-                     f"{dump_hlo}/profile_{tag}.tsv")
+        traced = step.lower(state, tokens).compile(compiler_options={**options, "xla_gpu_enable_command_buffer": ""})
+        state, _ = profile_step(lambda st, tk: (traced(st, tk)[0], tk), (state, tokens), table_path=dump_hlo and
+                                f"{dump_hlo}/profile_{tag}.tsv")
+        print("profile of the timed program (command buffers as compiled):")
+        state, _ = profile_step(lambda st, tk: (compiled(st, tk)[0], tk), (state, tokens), top=5)
     del state, tokens
     return row
 
@@ -306,7 +342,7 @@ def check_rope(depth: int, batch: int, seq: int, impls, echo=print) -> list[dict
 
 def format_table(rows: list[dict]) -> str:
     cols = ["depth", "batch", "seq", "devices", "remat", "muon_dtype", "muon_stack", "fsdp", "residual", "norm_vjp",
-            "qkv_vjp", "rope_impl", "step_ms", "tok_s", "tflops",
+            "qkv_vjp", "rope_impl", "ce_impl", "xla_opts", "step_ms", "tok_s", "tflops",
             "mfu", "compile_s", "static_mem_gb", "peak_mem_gb", "fwd_ms", "fwd_bwd_ms", "optim_ms"]
     cols = [c for c in cols if any(c in r for r in rows)]
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
@@ -317,8 +353,8 @@ def format_table(rows: list[dict]) -> str:
 
 def run(depth=(12,), batch=(32,), seq=(2048,), vocab=32768, steps=10, remat=("none",), muon_dtype=("auto",),
         fsdp=(False,), breakdown=False, jsonl=None, echo=print, muon_stack=(True,), profile=False, dump_hlo=None,
-        devices=(None,), residual=(None,), norm_vjp=(True,), qkv_vjp=(True,), rope_impl=("flip",),
-        repeat=1) -> list[dict]:
+        devices=(None,), residual=(None,), norm_vjp=(True,), qkv_vjp=(True,), rope_impl=("auto",),
+        repeat=1, ce_impl=("auto",), xla_opts=("",)) -> list[dict]:
     """Every combination of the list arguments, `repeat` times round (A B A B, not A A B B: a drift of the
     machine's speed then shows as a difference between rounds, not between variants)."""
     import jax
@@ -328,10 +364,10 @@ def run(depth=(12,), batch=(32,), seq=(2048,), vocab=32768, steps=10, remat=("no
          f"jax {jax.__version__}")
     rows = []
     variants = list(itertools.product(devices, depth, batch, seq, remat, muon_dtype, fsdp, muon_stack, residual,
-                                      norm_vjp, qkv_vjp, rope_impl))
-    for _, (n, d, b, t, r, m, f, ms, rd, nv, qv, ri) in itertools.product(range(repeat), variants):
+                                      norm_vjp, qkv_vjp, rope_impl, ce_impl, xla_opts))
+    for _, (n, d, b, t, r, m, f, ms, rd, nv, qv, ri, ce, xo) in itertools.product(range(repeat), variants):
         try:
-            row = bench_one(d, b, t, vocab, steps, r, m, f, breakdown, ms, profile, dump_hlo, n, rd, nv, qv, ri)
+            row = bench_one(d, b, t, vocab, steps, r, m, f, breakdown, ms, profile, dump_hlo, n, rd, nv, qv, ri, ce, xo)
         except Exception as e:  # noqa: BLE001 - one failing variant (e.g. out of memory) must not end the table
             row = dict(depth=d, batch=b, seq=t, remat=r, muon_dtype=m, fsdp=f, residual=rd, norm_vjp=nv, qkv_vjp=qv,
                        rope_impl=ri, error=f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
@@ -368,10 +404,14 @@ def main(argv=None):
                    help="hand-written RMSNorm backward (false: JAX autodiff)")
     p.add_argument("--qkv-vjp", type=_list(lambda s: s.lower() in ("1", "true", "yes")), default=[True],
                    help="hand-written backward of the q/k/v split + RoPE + QK-norm (false: JAX autodiff)")
-    p.add_argument("--rope-impl", type=_list(str), default=["flip"],
-                   help="how the training forward computes q/k RoPE + QK-norm (model.qkv_heads): split, flip, pallas")
+    p.add_argument("--rope-impl", type=_list(str), default=["auto"],
+                   help="how the training forward computes q/k RoPE + QK-norm (model.qkv_heads): auto, split, flip, pallas")
     p.add_argument("--check-rope", action="store_true",
                    help="first compare every --rope-impl's q/k/v and dL/dqkv with split_heads + autodiff here")
+    p.add_argument("--ce-impl", type=_list(str), default=["auto"],
+                   help="the cross entropy's passes (training/losses.py): auto, xla, pallas")
+    p.add_argument("--xla-opts", type=lambda s: s.split("|"), default=[""],
+                   help="per-variant XLA compiler options 'k=v;k=v', variants separated by |")
     p.add_argument("--repeat", type=int, default=1, help="run the whole table this many times, round-robin")
     p.add_argument("--breakdown", action="store_true")
     p.add_argument("--profile", action="store_true", help="print the kernels that take the most time")
@@ -384,13 +424,16 @@ def main(argv=None):
     from nanocode.model import ROPE_IMPLS
     if any(r not in ROPE_IMPLS for r in a.rope_impl):
         p.error(f"--rope-impl takes {', '.join(ROPE_IMPLS)} (got {','.join(a.rope_impl)})")
+    from training.losses import CE_IMPLS
+    if any(c not in CE_IMPLS for c in a.ce_impl):
+        p.error(f"--ce-impl takes {', '.join(CE_IMPLS)} (got {','.join(a.ce_impl)})")
     if a.check_rope:
         for d, b, t in itertools.product(a.depth, a.batch, a.seq):
             check_rope(d, b, t, a.rope_impl)
     rows = run(a.depth, a.batch, a.seq, a.vocab, a.steps, a.remat, a.muon_dtype, a.fsdp, a.breakdown, a.jsonl,
                muon_stack=a.muon_stack, profile=a.profile, dump_hlo=a.dump_hlo, devices=a.devices,
                residual=a.residual, norm_vjp=a.norm_vjp, qkv_vjp=a.qkv_vjp, rope_impl=a.rope_impl,
-               repeat=a.repeat)
+               repeat=a.repeat, ce_impl=a.ce_impl, xla_opts=a.xla_opts)
     return 0 if all("error" not in r for r in rows) else 1
 
 

@@ -1,20 +1,23 @@
 """Next-token losses of a GPT: a fused head + soft-capped cross entropy for training, a plain one for eval.
 
-The [tokens, vocab] logits are by far the biggest arrays of a training step (65536 x 32768 fp32 = 8.6 GB
-at depth 12, B=32, T=2048), so how often they cross HBM decides a good part of the step time. Autodiff
-through `model.logits` + optax's cross entropy wrote and re-read them ~8 times (log-softmax, tanh, their
-gradients, casts); on an H200 this file took the step from ~142 to 128 ms, the cross entropy's own kernels
-now ~8 ms (bound by tanh/exp throughput more than bytes). `head_cross_entropy` does it in three passes:
-the matmul writes fp32 logits, one fused reduction computes log-sum-exp, one fused elementwise pass
-writes the gradient dL/dlogits in bf16 *during the forward* (the loss is the logits' only consumer, so
-the gradient is known up to each token's incoming weight g). The backward then never touches [N, V]
-except inside the two matmuls, because per-row weights commute with them:
+The [tokens, vocab] logits are by far the biggest arrays of a training step (65536 x 32768 at depth 12,
+B=32, T=2048), so how often they cross HBM decides a good part of the step time. Autodiff through
+`model.logits` + optax's cross entropy wrote and re-read them ~8 times in fp32 (log-softmax, tanh, their
+gradients, casts). `head_cross_entropy` does it in three passes: the matmul writes the logits (bf16 on
+GPU), one pass computes log-sum-exp, one writes the gradient dL/dlogits in bf16 *during the forward*
+(the loss is the logits' only consumer, so the gradient is known up to each token's incoming weight g).
+The backward then never touches [N, V] except inside the two matmuls, because per-row weights commute
+with them:
     dh = (g * D) @ W^T = g * (D @ W^T)        dW = h^T (g * D) = (g * h)^T D
-"""
+On an H200 at depth 12 the head matmul and these passes took 13.5 ms (fp32 logits, XLA fusing tanh into
+a slow Triton GEMM), then 11.1 (bf16 logits from cuBLAS, XLA's two passes bound
+by its f32 tanh) and 7.8 (the passes as Pallas kernels with the hardware tanh: training/ce_pallas.py)."""
 from functools import partial
 
 import jax
 import jax.numpy as jnp
+
+from nanocode import per_device
 
 
 def _softcap(logits, cap):
@@ -32,30 +35,58 @@ def _lse(z_NxV, cap, valid_V):
     return m_Nx1[..., 0] + jnp.log(jnp.sum(e_NxV, axis=-1))
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def head_cross_entropy(h_NxC, w_CxV, targets_N, vocab_size: int, cap: float | None):
+CE_IMPLS = ("auto", "xla", "pallas")
+
+
+def _ce_impl(impl: str, N: int, V: int, cap) -> str:
+    """"auto": the Pallas kernels (training/ce_pallas.py) on NVIDIA GPUs where they run on each device's
+    own rows and the logits tile into their blocks, else XLA's fusions (CPU, odd shapes, no soft cap)."""
+    if impl not in CE_IMPLS:
+        raise ValueError(f"ce_impl must be one of {', '.join(CE_IMPLS)}, got {impl!r}")
+    if impl != "auto":
+        return impl
+    if cap is None or not per_device.cuda_gpu() or not per_device.kernels_usable():
+        return "xla"
+    from training import ce_pallas
+    mesh = per_device.context_mesh()
+    n = mesh.size if mesh is not None and N % mesh.size == 0 else 1
+    return "pallas" if ce_pallas.tiles(N // n, V) else "xla"
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def head_cross_entropy(h_NxC, w_CxV, targets_N, vocab_size: int, cap: float | None, impl: str = "auto"):
     """Per-token NLL (fp32 nats) of `targets` under logits `cap * tanh((h @ w)[:, :vocab_size] / cap)`.
 
-    h and w in the compute dtype (bf16 on GPU); the logits are accumulated and used in fp32. Matches
-    `model.logits` + softmax cross entropy (tests/test_pretrain_step.py checks values and gradients)."""
-    return _fwd(h_NxC, w_CxV, targets_N, vocab_size, cap)[0]
+    h and w in the compute dtype, and so are the logits the matmul writes (bf16 on GPU, as nanochat's;
+    fp32 on CPU); the soft cap, softmax and loss are computed in fp32. Matches `model.logits` + softmax
+    cross entropy (tests/test_pretrain_step.py checks values and gradients). impl: CE_IMPLS."""
+    return _fwd(h_NxC, w_CxV, targets_N, vocab_size, cap, impl)[0]
 
 
-def _fwd(h_NxC, w_CxV, targets_N, vocab_size, cap):
-    logits_NxV = jnp.matmul(h_NxC, w_CxV, preferred_element_type=jnp.float32)
-    valid_V = jnp.arange(logits_NxV.shape[-1]) < vocab_size
-    z_NxV = _softcap(logits_NxV, cap)
+def _fwd(h_NxC, w_CxV, targets_N, vocab_size, cap, impl):
+    # An optimization barrier keeps the matmul a plain cuBLAS GEMM: without it XLA fused the soft cap's
+    # tanh into a Triton GEMM that took 8.2 ms at depth 12 (cuBLAS: 4.1 ms, H200).
+    logits_NxV = jax.lax.optimization_barrier(jnp.matmul(h_NxC, w_CxV, preferred_element_type=h_NxC.dtype))
+    N, V = logits_NxV.shape
+    target_N = jnp.take_along_axis(logits_NxV, targets_N[:, None], axis=-1)[:, 0].astype(jnp.float32)
+    target_N = _softcap(target_N, cap)
+    if _ce_impl(impl, N, V, cap) == "pallas":
+        from training import ce_pallas
+        lse_N = ce_pallas.softcap_lse(logits_NxV, vocab_size, cap)
+        d_NxV = ce_pallas.softcap_ce_grad(logits_NxV, lse_N, targets_N, vocab_size, cap, h_NxC.dtype)
+        return lse_N - target_N, (h_NxC, w_CxV, d_NxV)
+    valid_V = jnp.arange(V) < vocab_size
+    z_NxV = _softcap(logits_NxV.astype(jnp.float32), cap)
     lse_N = _lse(z_NxV, cap, valid_V)
-    target_logit_N = jnp.take_along_axis(z_NxV, targets_N[:, None], axis=-1)[:, 0]
     # dNLL/dlogits = (softmax(z) - onehot(target)) * dz/dlogits, with dz/dlogits = 1 - tanh^2.
-    onehot_NxV = targets_N[:, None] == jnp.arange(logits_NxV.shape[-1], dtype=targets_N.dtype)
+    onehot_NxV = targets_N[:, None] == jnp.arange(V, dtype=targets_N.dtype)
     d_NxV = jnp.where(valid_V, jnp.exp(z_NxV - lse_N[:, None]), 0.0) - onehot_NxV
     if cap is not None:
         d_NxV = d_NxV * (1 - jnp.square(z_NxV / cap))
-    return lse_N - target_logit_N, (h_NxC, w_CxV, d_NxV.astype(h_NxC.dtype))
+    return lse_N - target_N, (h_NxC, w_CxV, d_NxV.astype(h_NxC.dtype))
 
 
-def _bwd(vocab_size, cap, saved, g_N):
+def _bwd(vocab_size, cap, impl, saved, g_N):
     h_NxC, w_CxV, d_NxV = saved
     g_Nx1 = g_N[:, None]
     dh_NxC = (jnp.matmul(d_NxV, w_CxV.T, preferred_element_type=jnp.float32) * g_Nx1).astype(h_NxC.dtype)
@@ -74,8 +105,9 @@ def _positions(model, ids_BxT):
     return jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
 
 
-def token_losses(model, ids_BxT, targets_BxT, remat: str = "none"):
-    """Per-token NLL [B, T] (fp32 nats) of `targets` after `ids`, differentiable (training)."""
+def token_losses(model, ids_BxT, targets_BxT, remat: str = "none", ce_impl: str = "auto"):
+    """Per-token NLL [B, T] (fp32 nats) of `targets` after `ids`, differentiable (training).
+    ce_impl: how the cross entropy's passes run (CE_IMPLS, see _ce_impl)."""
     B, T = ids_BxT.shape
     if getattr(model, "out_in", False):
         raise ValueError("token_losses trains a model with [in, out] weights; this one stores them transposed "
@@ -83,7 +115,7 @@ def token_losses(model, ids_BxT, targets_BxT, remat: str = "none"):
     h_BxTxC, _ = model.hidden(ids_BxT, _positions(model, ids_BxT), remat=remat)
     h_NxC = h_BxTxC.reshape(B * T, -1).astype(model.dtype)
     nll_N = head_cross_entropy(h_NxC, model.lm_head[...].astype(model.dtype), targets_BxT.reshape(-1),
-                               model.config.vocab_size, model.config.softcap)
+                               model.config.vocab_size, model.config.softcap, ce_impl)
     return nll_N.reshape(B, T)
 
 

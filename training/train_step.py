@@ -5,6 +5,11 @@ for the new state, so parameters and optimiser moments exist once in memory) and
 the mesh. It works on plain pytrees from `nnx.split`, not on nnx modules: `nnx.jit` walks the module graph
 in Python on every call, which costs real time on small models (flax's performance guide).
 
+The step traces, compiles and runs with its mesh as JAX's context mesh (`jax.set_mesh`, `UnderMesh`): with
+every mesh axis Auto that changes no sharding, and it is how code inside the model learns the mesh, which
+custom kernels need (nanocode/rope_pallas.py runs its Pallas kernels on each device's own rows in a
+shard_map over it; without it XLA would gather their operands to every device).
+
 A loss function returns *sums* (summed per-token loss, number of counted tokens) rather than a mean, so
 gradient accumulation and masks (SFT trains only on assistant tokens) weigh every token equally however
 the tokens fall into micro-batches and devices.
@@ -15,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from jax.sharding import Mesh
 
 from training.losses import token_losses
 from training.mesh import state_shardings
@@ -42,18 +48,41 @@ def sharded_init(init_fn, mesh, fsdp: bool, *args):
     return jax.jit(init_fn, out_shardings=shardings)(*args), shardings
 
 
-def lm_loss_fn(graphdef, remat: str = "none") -> LossFn:
+def lm_loss_fn(graphdef, remat: str = "none", ce_impl: str = "auto") -> LossFn:
     """Next-token loss on a micro-batch {"tokens": int32[B, T+1], optional "mask": [B, T]}: the mask
-    (1 = train on this target) is what SFT uses; pretraining counts every token."""
+    (1 = train on this target) is what SFT uses; pretraining counts every token. ce_impl: losses.CE_IMPLS."""
     def loss_fn(params, batch):
         tokens_BxT1 = batch["tokens"]
-        nll_BxT = token_losses(nnx.merge(graphdef, params), tokens_BxT1[:, :-1], tokens_BxT1[:, 1:], remat)
+        nll_BxT = token_losses(nnx.merge(graphdef, params), tokens_BxT1[:, :-1], tokens_BxT1[:, 1:], remat,
+                               ce_impl)
         mask_BxT = batch.get("mask")
         if mask_BxT is None:
             return nll_BxT.sum(), jnp.float32(nll_BxT.size)
         mask_BxT = mask_BxT.astype(jnp.float32)
         return (nll_BxT * mask_BxT).sum(), mask_BxT.sum()
     return loss_fn
+
+
+class UnderMesh:
+    """`jitted` (a jax.jit function) traced, lowered and called with `mesh` as JAX's context mesh
+    (jax.set_mesh), so that the traced code can read it (jax.sharding.get_abstract_mesh). For any jit that
+    runs the model's training forward on sharded arrays: make_train_step's step, a DPO step, a sharded
+    evaluation. jax.set_mesh cannot be entered inside a jit, so it wraps the calls."""
+
+    def __init__(self, jitted, mesh: Mesh):
+        self.jitted, self.mesh = jitted, mesh
+
+    def __call__(self, *args, **kwargs):
+        with jax.set_mesh(self.mesh):
+            return self.jitted(*args, **kwargs)
+
+    def lower(self, *args, **kwargs):
+        with jax.set_mesh(self.mesh):
+            return self.jitted.lower(*args, **kwargs)
+
+    def trace(self, *args, **kwargs):
+        with jax.set_mesh(self.mesh):
+            return self.jitted.trace(*args, **kwargs)
 
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, state_sharding=None,
@@ -63,7 +92,8 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, st
     `batch` is a pytree whose leaves carry a leading gradient-accumulation axis [A, B, ...]: the A
     micro-batches run one after another (a `lax.scan`, so the program does not grow with A) and their
     gradient sums are added before the single optimiser update. metrics: mean loss over the counted
-    tokens, the number of tokens, and the global gradient norm.
+    tokens, the number of tokens, and the global gradient norm. With shardings, the mesh of
+    `state_sharding` is the context mesh of every trace and call (UnderMesh).
     """
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -86,7 +116,9 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, st
         metrics = {"loss": loss_sum / weight, "tokens": weight, "grad_norm": optax.global_norm(grads)}
         return new_state, metrics
 
-    kwargs = {}
-    if state_sharding is not None:
-        kwargs = dict(in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None))
-    return jax.jit(step, donate_argnums=(0,) if donate else (), **kwargs)
+    donate_argnums = (0,) if donate else ()
+    if state_sharding is None:
+        return jax.jit(step, donate_argnums=donate_argnums)
+    jitted = jax.jit(step, donate_argnums=donate_argnums, in_shardings=(state_sharding, batch_sharding),
+                     out_shardings=(state_sharding, None))
+    return UnderMesh(jitted, jax.tree.leaves(state_sharding)[0].mesh)
