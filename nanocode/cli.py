@@ -362,6 +362,9 @@ def train_base_command(
     remat: Optional[str] = _REMAT,
     residual_dtype: Optional[str] = typer.Option(None, "--residual-dtype", help="auto (the compute dtype: bf16 "
                                                  "on GPU), float32 or bfloat16."),
+    matmul_dtype: Optional[str] = typer.Option(None, "--matmul-dtype", help="The matmuls' input dtype: auto (bf16 "
+                                               "on GPU, and on CPUs with bf16 dot instructions), float32 or "
+                                               "bfloat16."),
     fsdp: Optional[bool] = _FSDP,
     seed: Optional[int] = typer.Option(None, "--seed", help="Initialisation and data-order seed."),
     coordinator: Optional[str] = _COORDINATOR, num_processes: Optional[int] = _NUM_PROCESSES,
@@ -385,7 +388,7 @@ def train_base_command(
                           total_batch=total_batch, matrix_lr=matrix_lr, embedding_lr=embedding_lr,
                           unembedding_lr=unembedding_lr, fim_rate=fim_rate, eval_every=eval_every,
                           save_every=save_every, sample_every=sample_every, remat=remat,
-                          residual_dtype=residual_dtype, fsdp=fsdp, seed=seed)
+                          residual_dtype=residual_dtype, matmul_dtype=matmul_dtype, fsdp=fsdp, seed=seed)
         train_base(cfg, out, data, tokenizer, coordinator, num_processes, process_id)
     except (TrainError, TrainConfigError) as e:
         fail(str(e))

@@ -395,13 +395,53 @@ def _head_matmul_bwd(saved, g_xV):
 head_matmul.defvjp(_head_matmul_fwd, _head_matmul_bwd)
 
 
-def dense(x, w, out_in: bool = False):
+def row_major_t(x_MxN):
+    """x^T [N, M]: a row-major copy for a bf16 matmul on one CPU device, elsewhere a view. XLA's fast CPU
+    bf16 matmuls (YNNPACK) take row-major x row-major operands only; with a transposed operand XLA ran them
+    as fp32 (2-core EPYC, [4096, 32768] x [32768, 256]: 570 ms as d @ w.T, 190 ms with w.T laid out
+    row-major). The barrier keeps XLA from folding the transpose back into the matmul. Not on several
+    devices: flattening an array split over them would gather it."""
+    if runtime.backend() != "cpu" or x_MxN.dtype != jnp.bfloat16 or jax.device_count() > 1:
+        return x_MxN.T
+    M, N = x_MxN.shape
+    return jax.lax.optimization_barrier(x_MxN.T.reshape(M * N)).reshape(N, M)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def mixed_matmul(x_xI, w_IxO, dtype):
+    """x @ w with both inputs rounded to `dtype` (bf16), accumulated and returned in x's dtype (fp32), and a
+    backward whose two matmuls also take `dtype` inputs in row-major layouts (row_major_t): the training
+    matmuls on CPUs with bf16 dot instructions (runtime.train_matmul_dtype)."""
+    return jnp.matmul(x_xI.astype(dtype), w_IxO.astype(dtype), preferred_element_type=x_xI.dtype)
+
+
+def _mixed_matmul_fwd(x_xI, w_IxO, dtype):
+    # x kept in `dtype` (half the memory); w as given (a parameter: no copy); the output, and so the
+    # incoming gradient, has x's dtype
+    return mixed_matmul(x_xI, w_IxO, dtype), (x_xI.astype(dtype), w_IxO)
+
+
+def _mixed_matmul_bwd(dtype, saved, g_xO):
+    x_xI, w_IxO = saved
+    g_NxO = g_xO.reshape(-1, g_xO.shape[-1]).astype(dtype)
+    dx_NxI = jnp.matmul(g_NxO, row_major_t(w_IxO.astype(dtype)), preferred_element_type=jnp.float32)
+    dw_IxO = jnp.matmul(row_major_t(x_xI.reshape(-1, x_xI.shape[-1])), g_NxO, preferred_element_type=jnp.float32)
+    return dx_NxI.reshape(x_xI.shape).astype(g_xO.dtype), dw_IxO.astype(w_IxO.dtype)
+
+
+mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
+
+
+def dense(x, w, out_in: bool = False, matmul_dtype=None):
     """x @ w in x's dtype, for weights stored [in, out] (training, CPU) or transposed [out, in].
 
     The GPU sampler keeps a transposed copy (see Sampler): at batch 1 XLA rewrites each small matmul as
     an elementwise multiply plus a reduction, and a reduction over the contiguous axis with fp32
     accumulation runs 2.5x faster (H200, 12 layers at width 768: 160 us vs 395 us for the 48 matmuls).
+    matmul_dtype: the inputs' dtype when it differs from x's (mixed_matmul: bf16 training matmuls on CPU).
     """
+    if matmul_dtype is not None and jnp.dtype(matmul_dtype) != x.dtype and not out_in:
+        return mixed_matmul(x, w, jnp.dtype(matmul_dtype))
     w = w.astype(x.dtype)
     if out_in:
         return jnp.einsum("...i,oi->...o", x, w, preferred_element_type=jnp.float32).astype(x.dtype)
@@ -421,7 +461,7 @@ def _uniform(key, shape, fan_in):
 
 class Attention(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, out_in: bool = False, qkv_vjp: bool = True,
-                 rope_impl: str = "auto"):
+                 rope_impl: str = "auto", matmul_dtype=None):
         C, N, K, H = config.width, config.n_head, config.n_kv_head, config.head_dim_
         # q, k and v in one matrix [C, (N + 2K) * H]: one matmul instead of three. Measured on the 2-core
         # CPU (6 layers, width 384, batch 1): 1.6 ms per decode step against 2.8 ms with three matrices.
@@ -430,13 +470,13 @@ class Attention(nnx.Module):
         # zero init: blocks start as the identity
         self.c_proj = nnx.Param(_matrix(rngs.params(), (N * H, C), out_in, lambda k, s: jnp.zeros(s)))
         self.n_head, self.n_kv_head, self.head_dim, self.rope_base = N, K, H, config.rope_base
-        self.out_in, self.qkv_vjp, self.rope_impl = out_in, qkv_vjp, rope_impl
+        self.out_in, self.qkv_vjp, self.rope_impl, self.matmul_dtype = out_in, qkv_vjp, rope_impl, matmul_dtype
 
     def __call__(self, x_BxTxC, pos_BxT, kv=None, start_B=None, v_scale_BxTx1=None):
         """v_scale: the input's RMSNorm scale, when the caller folds it past the matmul (Block)."""
         B, T, _ = x_BxTxC.shape
         N, K, H, dt = self.n_head, self.n_kv_head, self.head_dim, x_BxTxC.dtype
-        qkv_BxTxF = dense(x_BxTxC, self.c_qkv[...], self.out_in)
+        qkv_BxTxF = dense(x_BxTxC, self.c_qkv[...], self.out_in, self.matmul_dtype)
         # Full-sequence (training) forward: the hand-written backward, the same forward values either way.
         # The KV-cache path (the sampler) keeps split_heads' ops.
         if kv is None and self.qkv_vjp:
@@ -451,30 +491,31 @@ class Attention(nnx.Module):
         else:
             kv = write_cache(*kv, k_BxTxKxH, v_BxTxKxH, start_B)
             y_BxTxNxH = cached_attention(q_BxTxNxH, *kv, pos_BxT)
-        return dense(y_BxTxNxH.reshape(B, T, N * H), self.c_proj[...], self.out_in), kv
+        return dense(y_BxTxNxH.reshape(B, T, N * H), self.c_proj[...], self.out_in, self.matmul_dtype), kv
 
 
 class MLP(nnx.Module):
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, out_in: bool = False):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, out_in: bool = False, matmul_dtype=None):
         C, F = config.width, config.mlp_ratio * config.width
         self.c_fc = nnx.Param(_matrix(rngs.params(), (C, F), out_in, lambda k, s: _uniform(k, s, C)))
         self.c_proj = nnx.Param(_matrix(rngs.params(), (F, C), out_in, lambda k, s: jnp.zeros(s)))
-        self.out_in = out_in
+        self.out_in, self.matmul_dtype = out_in, matmul_dtype
 
     def __call__(self, x_BxTxC, scale_BxTx1=None):
         """scale: the input's RMSNorm scale, when the caller folds it past the matmul (Block)."""
-        h_BxTxF = dense(x_BxTxC, self.c_fc[...], self.out_in)
+        h_BxTxF = dense(x_BxTxC, self.c_fc[...], self.out_in, self.matmul_dtype)
         if scale_BxTx1 is not None:
             h_BxTxF = (h_BxTxF * scale_BxTx1).astype(x_BxTxC.dtype)
         h_BxTxF = jnp.square(jax.nn.relu(h_BxTxF))  # ReLU^2 (Primer)
-        return dense(h_BxTxF, self.c_proj[...], self.out_in)
+        return dense(h_BxTxF, self.c_proj[...], self.out_in, self.matmul_dtype)
 
 
 class Block(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, out_in: bool = False, norm_vjp: bool = True,
-                 qkv_vjp: bool = True, rope_impl: str = "auto"):
-        self.attn = Attention(config, rngs=rngs, out_in=out_in, qkv_vjp=qkv_vjp, rope_impl=rope_impl)
-        self.mlp = MLP(config, rngs=rngs, out_in=out_in)
+                 qkv_vjp: bool = True, rope_impl: str = "auto", matmul_dtype=None):
+        self.attn = Attention(config, rngs=rngs, out_in=out_in, qkv_vjp=qkv_vjp, rope_impl=rope_impl,
+                              matmul_dtype=matmul_dtype)
+        self.mlp = MLP(config, rngs=rngs, out_in=out_in, matmul_dtype=matmul_dtype)
         self.norm_vjp = norm_vjp
 
     def __call__(self, x_BxTxC, pos_BxT, kv=None, start_B=None, dtype=jnp.float32):
@@ -505,7 +546,8 @@ _List = getattr(nnx, "List", list)  # flax >= 0.12 wants module lists wrapped; o
 
 class GPT(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, dtype=None, out_in: bool = False,
-                 residual_dtype=None, norm_vjp: bool = True, qkv_vjp: bool = True, rope_impl: str = "auto"):
+                 residual_dtype=None, norm_vjp: bool = True, qkv_vjp: bool = True, rope_impl: str = "auto",
+                 matmul_dtype=None):
         """out_in: store every matmul weight transposed, [out, in] (the GPU sampler's inference copy; see
         `dense`). Training and checkpoints use the default [in, out].
         residual_dtype: the residual stream's dtype; None = fp32. A runtime choice of the trainer (see
@@ -513,17 +555,21 @@ class GPT(nnx.Module):
         norm_vjp, qkv_vjp: the hand-written backward of the RMSNorms (norm_to) and of the q/k/v split with
         RoPE and QK-norm (qkv_heads); False: JAX's autodiff, to measure against.
         rope_impl: how qkv_heads computes its forward (ROPE_IMPLS; see qkv_heads), the same values; "auto"
-        is resolved each time the model is traced (resolve_rope_impl)."""
+        is resolved each time the model is traced (resolve_rope_impl).
+        matmul_dtype: the training matmuls' input dtype where it differs from the compute dtype (bf16 on
+        CPUs with bf16 dot instructions: runtime.train_matmul_dtype, TrainConfig.matmul_dtype); None = the
+        compute dtype. The sampler and evaluation leave it None."""
         if rope_impl not in ROPE_IMPLS:
             raise ValueError(f"rope_impl must be one of {', '.join(ROPE_IMPLS)}, got {rope_impl!r}")
         self.config = config
         self.dtype = dtype if dtype is not None else runtime.compute_dtype()
         self.residual_dtype = jnp.dtype(residual_dtype if residual_dtype is not None else jnp.float32)
         self.out_in, self.norm_vjp, self.qkv_vjp, self.rope_impl = out_in, norm_vjp, qkv_vjp, rope_impl
+        self.matmul_dtype = None if matmul_dtype is None else jnp.dtype(matmul_dtype)
         V, C = config.padded_vocab, config.width
         self.wte = nnx.Param(jax.random.normal(rngs.params(), (V, C), jnp.float32))
         self.blocks = _List([Block(config, rngs=rngs, out_in=out_in, norm_vjp=norm_vjp, qkv_vjp=qkv_vjp,
-                                   rope_impl=rope_impl) for _ in range(config.depth)])
+                                   rope_impl=rope_impl, matmul_dtype=self.matmul_dtype) for _ in range(config.depth)])
         self.lm_head = nnx.Param(_matrix(rngs.params(), (C, V), out_in,
                                          lambda k, s: 0.001 * jax.random.normal(k, s, jnp.float32)))
 

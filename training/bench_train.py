@@ -209,7 +209,7 @@ def bench_one(depth: int, batch: int, seq: int, vocab: int, steps: int, remat: s
               fsdp: bool, breakdown: bool, muon_stack: bool = True, profile: bool = False,
               dump_hlo: str | None = None, devices: int | None = None, residual: str | None = None,
               norm_vjp: bool = True, qkv_vjp: bool = True, rope_impl: str = "auto", ce_impl: str = "auto",
-              xla_opts: str = "") -> dict:
+              xla_opts: str = "", matmul: str | None = None) -> dict:
     """One configuration: compile, warm up, time `steps` optimiser steps (one micro-batch each).
     residual: TrainConfig.residual_dtype (None: its default). rope_impl: GPT(rope_impl=...)."""
     import jax
@@ -228,12 +228,14 @@ def bench_one(depth: int, batch: int, seq: int, vocab: int, steps: int, remat: s
     n_dev = mesh.devices.size
     cfg = TrainConfig(depth=depth, seq_len=seq, device_batch=batch, total_batch=batch * seq,
                       remat=remat, muon_dtype=muon_dtype, muon_stack=muon_stack, fsdp=fsdp,
-                      **({} if residual is None else {"residual_dtype": residual}))
+                      **({} if residual is None else {"residual_dtype": residual}),
+                      **({} if matmul is None else {"matmul_dtype": matmul}))
     model_cfg = cfg.model_config(vocab)
     optimizer = make_optimizer(cfg, num_steps=1000)
 
     graphdef = nnx.split(nnx.eval_shape(lambda: GPT(model_cfg, rngs=nnx.Rngs(0), norm_vjp=norm_vjp, qkv_vjp=qkv_vjp,
-                                                    rope_impl=rope_impl, residual_dtype=cfg.residual_jnp_dtype())))[0]
+                                                    rope_impl=rope_impl, residual_dtype=cfg.residual_jnp_dtype(),
+                                                    matmul_dtype=cfg.matmul_jnp_dtype())))[0]
 
     def build():
         params = nnx.split(GPT(model_cfg, rngs=nnx.Rngs(0)))[1].to_pure_dict()
@@ -272,7 +274,7 @@ def bench_one(depth: int, batch: int, seq: int, vocab: int, steps: int, remat: s
     stats = jax.devices()[0].memory_stats() or {}
     row = dict(depth=depth, batch=batch, seq=seq, vocab=vocab, devices=n_dev, remat=remat, muon_dtype=muon_dtype,
                muon_stack=muon_stack, fsdp=fsdp, residual=cfg.residual_dtype, norm_vjp=norm_vjp,
-               qkv_vjp=qkv_vjp, rope_impl=rope_impl, ce_impl=ce_impl, xla_opts=xla_opts, step_ms=round(dt * 1e3, 2), tok_s=round(tok_s),
+               qkv_vjp=qkv_vjp, rope_impl=rope_impl, ce_impl=ce_impl, matmul=cfg.matmul_jnp_dtype().name, xla_opts=xla_opts, step_ms=round(dt * 1e3, 2), tok_s=round(tok_s),
                tflops=round(flops / 1e12, 3),
                tflops_per_device=round(flops / n_dev / 1e12, 3), mfu=round(flops / n_dev / peak, 4),
                peak=peak_what, compile_s=round(compile_s, 1), loss=round(loss, 4),
@@ -342,7 +344,7 @@ def check_rope(depth: int, batch: int, seq: int, impls, echo=print) -> list[dict
 
 def format_table(rows: list[dict]) -> str:
     cols = ["depth", "batch", "seq", "devices", "remat", "muon_dtype", "muon_stack", "fsdp", "residual", "norm_vjp",
-            "qkv_vjp", "rope_impl", "ce_impl", "xla_opts", "step_ms", "tok_s", "tflops",
+            "qkv_vjp", "rope_impl", "ce_impl", "matmul", "xla_opts", "step_ms", "tok_s", "tflops",
             "mfu", "compile_s", "static_mem_gb", "peak_mem_gb", "fwd_ms", "fwd_bwd_ms", "optim_ms"]
     cols = [c for c in cols if any(c in r for r in rows)]
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
@@ -354,7 +356,7 @@ def format_table(rows: list[dict]) -> str:
 def run(depth=(12,), batch=(32,), seq=(2048,), vocab=32768, steps=10, remat=("none",), muon_dtype=("auto",),
         fsdp=(False,), breakdown=False, jsonl=None, echo=print, muon_stack=(True,), profile=False, dump_hlo=None,
         devices=(None,), residual=(None,), norm_vjp=(True,), qkv_vjp=(True,), rope_impl=("auto",),
-        repeat=1, ce_impl=("auto",), xla_opts=("",)) -> list[dict]:
+        repeat=1, ce_impl=("auto",), xla_opts=("",), matmul=(None,)) -> list[dict]:
     """Every combination of the list arguments, `repeat` times round (A B A B, not A A B B: a drift of the
     machine's speed then shows as a difference between rounds, not between variants)."""
     import jax
@@ -364,10 +366,10 @@ def run(depth=(12,), batch=(32,), seq=(2048,), vocab=32768, steps=10, remat=("no
          f"jax {jax.__version__}")
     rows = []
     variants = list(itertools.product(devices, depth, batch, seq, remat, muon_dtype, fsdp, muon_stack, residual,
-                                      norm_vjp, qkv_vjp, rope_impl, ce_impl, xla_opts))
-    for _, (n, d, b, t, r, m, f, ms, rd, nv, qv, ri, ce, xo) in itertools.product(range(repeat), variants):
+                                      norm_vjp, qkv_vjp, rope_impl, ce_impl, xla_opts, matmul))
+    for _, (n, d, b, t, r, m, f, ms, rd, nv, qv, ri, ce, xo, mm) in itertools.product(range(repeat), variants):
         try:
-            row = bench_one(d, b, t, vocab, steps, r, m, f, breakdown, ms, profile, dump_hlo, n, rd, nv, qv, ri, ce, xo)
+            row = bench_one(d, b, t, vocab, steps, r, m, f, breakdown, ms, profile, dump_hlo, n, rd, nv, qv, ri, ce, xo, mm)
         except Exception as e:  # noqa: BLE001 - one failing variant (e.g. out of memory) must not end the table
             row = dict(depth=d, batch=b, seq=t, remat=r, muon_dtype=m, fsdp=f, residual=rd, norm_vjp=nv, qkv_vjp=qv,
                        rope_impl=ri, error=f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
@@ -408,6 +410,8 @@ def main(argv=None):
                    help="how the training forward computes q/k RoPE + QK-norm (model.qkv_heads): auto, split, flip, pallas")
     p.add_argument("--check-rope", action="store_true",
                    help="first compare every --rope-impl's q/k/v and dL/dqkv with split_heads + autodiff here")
+    p.add_argument("--matmul", type=_list(str), default=[None],
+                   help="the matmuls' input dtype: auto, float32, bfloat16 (default: TrainConfig's)")
     p.add_argument("--ce-impl", type=_list(str), default=["auto"],
                    help="the cross entropy's passes (training/losses.py): auto, xla, pallas")
     p.add_argument("--xla-opts", type=lambda s: s.split("|"), default=[""],
@@ -433,7 +437,7 @@ def main(argv=None):
     rows = run(a.depth, a.batch, a.seq, a.vocab, a.steps, a.remat, a.muon_dtype, a.fsdp, a.breakdown, a.jsonl,
                muon_stack=a.muon_stack, profile=a.profile, dump_hlo=a.dump_hlo, devices=a.devices,
                residual=a.residual, norm_vjp=a.norm_vjp, qkv_vjp=a.qkv_vjp, rope_impl=a.rope_impl,
-               repeat=a.repeat, ce_impl=a.ce_impl, xla_opts=a.xla_opts)
+               repeat=a.repeat, ce_impl=a.ce_impl, xla_opts=a.xla_opts, matmul=a.matmul)
     return 0 if all("error" not in r for r in rows) else 1
 
 

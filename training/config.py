@@ -51,6 +51,9 @@ class TrainConfig:
     # H200 (bench_train, interleaved runs): depth 12 135.4 -> 130.0 ms per step, depth 20 -3%, the same loss;
     # real data, depth 8, 300 steps, same shards: val bpb code 0.6887 (bf16) vs 0.6883 (fp32), 1.44M vs 1.38M tok/s.
     residual_dtype: str = "auto"
+    # The training matmuls' input dtype: auto (= the compute dtype on GPU; on CPU bf16 where the CPU has bf16
+    # dot instructions, see runtime.train_matmul_dtype), float32 or bfloat16. Accumulation stays fp32.
+    matmul_dtype: str = "auto"
     # Bookkeeping.
     eval_every: int = 250             # steps between validation bits-per-byte measurements (0: only at the end)
     eval_tokens: int = 2_097_152      # validation tokens per split and measurement
@@ -85,6 +88,8 @@ class TrainConfig:
             raise TrainConfigError(f"--muon-dtype must be auto, bfloat16 or float32, got {self.muon_dtype!r}")
         if self.residual_dtype not in ("auto", "bfloat16", "float32"):
             raise TrainConfigError(f"--residual-dtype must be auto, bfloat16 or float32, got {self.residual_dtype!r}")
+        if self.matmul_dtype not in ("auto", "bfloat16", "float32"):
+            raise TrainConfigError(f"--matmul-dtype must be auto, bfloat16 or float32, got {self.matmul_dtype!r}")
         if self.remat not in ("none", "dots", "full"):
             raise TrainConfigError(f"--remat must be none, dots or full, got {self.remat!r}")
 
@@ -96,6 +101,10 @@ class TrainConfig:
     def residual_jnp_dtype(self):
         """The residual stream's dtype for GPT(residual_dtype=...), with auto resolved on this backend."""
         return jnp.dtype(runtime.compute_dtype() if self.residual_dtype == "auto" else self.residual_dtype)
+
+    def matmul_jnp_dtype(self):
+        """The training matmuls' input dtype for GPT(matmul_dtype=...), with auto resolved on this backend."""
+        return jnp.dtype(runtime.train_matmul_dtype() if self.matmul_dtype == "auto" else self.matmul_dtype)
 
     def grad_accum(self, data_parallel: int) -> int:
         """Micro-steps per optimiser step when `data_parallel` devices each take device_batch rows."""

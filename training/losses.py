@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from nanocode import per_device
+from nanocode.model import row_major_t
 
 
 def _softcap(logits, cap):
@@ -53,20 +54,23 @@ def _ce_impl(impl: str, N: int, V: int, cap) -> str:
     return "pallas" if ce_pallas.tiles(N // n, V) else "xla"
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def head_cross_entropy(h_NxC, w_CxV, targets_N, vocab_size: int, cap: float | None, impl: str = "auto"):
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def head_cross_entropy(h_NxC, w_CxV, targets_N, vocab_size: int, cap: float | None, impl: str = "auto",
+                       logits_dtype=None):
     """Per-token NLL (fp32 nats) of `targets` under logits `cap * tanh((h @ w)[:, :vocab_size] / cap)`.
 
-    h and w in the compute dtype, and so are the logits the matmul writes (bf16 on GPU, as nanochat's;
-    fp32 on CPU); the soft cap, softmax and loss are computed in fp32. Matches `model.logits` + softmax
-    cross entropy (tests/test_pretrain_step.py checks values and gradients). impl: CE_IMPLS."""
-    return _fwd(h_NxC, w_CxV, targets_N, vocab_size, cap, impl)[0]
+    h and w in the matmul dtype; the matmul writes the logits in `logits_dtype` (None: h's dtype), the
+    compute dtype: bf16 on GPU, as nanochat's, fp32 on CPU (also where bf16 inputs feed the CPU's bf16
+    dots); the soft cap, softmax and loss are computed in fp32. Matches `model.logits` + softmax cross
+    entropy (tests/test_pretrain_step.py checks values and gradients). impl: CE_IMPLS."""
+    return _fwd(h_NxC, w_CxV, targets_N, vocab_size, cap, impl, logits_dtype)[0]
 
 
-def _fwd(h_NxC, w_CxV, targets_N, vocab_size, cap, impl):
+def _fwd(h_NxC, w_CxV, targets_N, vocab_size, cap, impl, logits_dtype):
     # An optimization barrier keeps the matmul a plain cuBLAS GEMM: without it XLA fused the soft cap's
     # tanh into a Triton GEMM that took 8.2 ms at depth 12 (cuBLAS: 4.1 ms, H200).
-    logits_NxV = jax.lax.optimization_barrier(jnp.matmul(h_NxC, w_CxV, preferred_element_type=h_NxC.dtype))
+    logits_NxV = jax.lax.optimization_barrier(
+        jnp.matmul(h_NxC, w_CxV, preferred_element_type=logits_dtype or h_NxC.dtype))
     N, V = logits_NxV.shape
     target_N = jnp.take_along_axis(logits_NxV, targets_N[:, None], axis=-1)[:, 0].astype(jnp.float32)
     target_N = _softcap(target_N, cap)
@@ -86,12 +90,13 @@ def _fwd(h_NxC, w_CxV, targets_N, vocab_size, cap, impl):
     return lse_N - target_N, (h_NxC, w_CxV, d_NxV.astype(h_NxC.dtype))
 
 
-def _bwd(vocab_size, cap, impl, saved, g_N):
+def _bwd(vocab_size, cap, impl, logits_dtype, saved, g_N):
     h_NxC, w_CxV, d_NxV = saved
     g_Nx1 = g_N[:, None]
-    dh_NxC = (jnp.matmul(d_NxV, w_CxV.T, preferred_element_type=jnp.float32) * g_Nx1).astype(h_NxC.dtype)
+    # row_major_t: on CPU a row-major copy of the transposed operand, for XLA's fast bf16 dots
+    dh_NxC = (jnp.matmul(d_NxV, row_major_t(w_CxV), preferred_element_type=jnp.float32) * g_Nx1).astype(h_NxC.dtype)
     gh_NxC = (h_NxC.astype(jnp.float32) * g_Nx1).astype(h_NxC.dtype)
-    dw_CxV = jnp.matmul(gh_NxC.T, d_NxV, preferred_element_type=jnp.float32).astype(w_CxV.dtype)
+    dw_CxV = jnp.matmul(row_major_t(gh_NxC), d_NxV, preferred_element_type=jnp.float32).astype(w_CxV.dtype)
     return dh_NxC, dw_CxV, None
 
 
@@ -113,9 +118,10 @@ def token_losses(model, ids_BxT, targets_BxT, remat: str = "none", ce_impl: str 
         raise ValueError("token_losses trains a model with [in, out] weights; this one stores them transposed "
                          "(out_in=True, the sampler's inference copy)")
     h_BxTxC, _ = model.hidden(ids_BxT, _positions(model, ids_BxT), remat=remat)
-    h_NxC = h_BxTxC.reshape(B * T, -1).astype(model.dtype)
-    nll_N = head_cross_entropy(h_NxC, model.lm_head[...].astype(model.dtype), targets_BxT.reshape(-1),
-                               model.config.vocab_size, model.config.softcap, ce_impl)
+    mm = getattr(model, "matmul_dtype", None) or model.dtype
+    h_NxC = h_BxTxC.reshape(B * T, -1).astype(mm)
+    nll_N = head_cross_entropy(h_NxC, model.lm_head[...].astype(mm), targets_BxT.reshape(-1),
+                               model.config.vocab_size, model.config.softcap, ce_impl, jnp.dtype(model.dtype))
     return nll_N.reshape(B, T)
 
 

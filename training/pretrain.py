@@ -118,10 +118,11 @@ def train_base(cfg: TrainConfig, out: Path | None = None, data: Path | None = No
     # --- model, optimiser, state (restored when a checkpoint exists) ----------------------------------
     model_cfg = cfg.model_config(vocab)
     optimizer = make_optimizer(cfg, num_steps)
-    # The residual dtype is a runtime choice that lives in the graphdef (the parameters are the same): the
-    # train step and the evaluator use it; the sampler builds its own fp32-residual copy.
+    # The residual and matmul dtypes are runtime choices that live in the graphdef (the parameters are the
+    # same): the train step and the evaluator use them; the sampler builds its own fp32 copy.
     graphdef = nnx.split(nnx.eval_shape(lambda: GPT(model_cfg, rngs=nnx.Rngs(cfg.seed),
-                                                    residual_dtype=cfg.residual_jnp_dtype())))[0]
+                                                    residual_dtype=cfg.residual_jnp_dtype(),
+                                                    matmul_dtype=cfg.matmul_jnp_dtype())))[0]
 
     def build():
         return init_state(nnx.split(GPT(model_cfg, rngs=nnx.Rngs(cfg.seed)))[1].to_pure_dict(), optimizer)
