@@ -48,9 +48,33 @@ def test_kernel_gradient_is_zero_past_the_vocabulary_and_sums_to_zero():
 
 
 def test_ce_impl_choice_and_errors():
-    assert losses._ce_impl("auto", 65536, 32768, 15.0) == "xla"  # CPU: XLA's passes
-    assert losses._ce_impl("pallas", 64, 1024, 15.0) == "pallas"
+    # CPU: XLA's passes, over 128-row chunks where the matmuls take bf16 (one device)
+    assert losses._ce_impl("auto", 65536, 32768, 15.0, jnp.float32) == "xla"
+    assert losses._ce_impl("auto", 65536, 32768, 15.0, jnp.bfloat16) == "chunked"
+    assert losses._ce_impl("auto", 65535, 32768, 15.0, jnp.bfloat16) == "xla"
+    assert losses._ce_impl("pallas", 64, 1024, 15.0, jnp.bfloat16) == "pallas"
     assert ce_pallas.tiles(64, 1024) and not ce_pallas.tiles(60, 1024) and not ce_pallas.tiles(64, 1000)
     h, w, targets = _inputs()
-    with pytest.raises(ValueError, match="ce_impl must be one of auto, xla, pallas, got 'cuda'"):
+    with pytest.raises(ValueError, match="ce_impl must be one of auto, xla, pallas, chunked, got 'cuda'"):
         losses.head_cross_entropy(h, w, targets, 1024, 15.0, "cuda")
+
+
+def test_chunked_cross_entropy_matches_xla_in_bf16(monkeypatch):
+    monkeypatch.setattr(losses, "CHUNK_ROWS", 128)
+    # "chunked" (one CPU, bf16 matmuls): 128 rows at a time, dL/dh's matmul in the forward; the same
+    # values and gradients as the whole-array passes
+    h, w, targets = _inputs(N=256)
+    h, w = h.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+    weights = jax.random.uniform(jax.random.key(3), (h.shape[0],))
+
+    def loss(h, w, impl):
+        nll = losses.head_cross_entropy(h, w, targets, 1019, 15.0, impl, jnp.dtype(jnp.float32))
+        return jnp.sum(weights * nll)
+    got = jax.jit(jax.value_and_grad(lambda h, w: loss(h, w, "chunked"), argnums=(0, 1)))(h, w)
+    want = jax.jit(jax.value_and_grad(lambda h, w: loss(h, w, "xla"), argnums=(0, 1)))(h, w)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    for g, r in zip(got[1], want[1]):
+        g, r = g.astype(jnp.float32), r.astype(jnp.float32)
+        np.testing.assert_allclose(g, r, rtol=0, atol=1e-2 * float(jnp.max(jnp.abs(r))))
+    with pytest.raises(ValueError, match="ce_impl 'chunked' takes a multiple of 128 tokens, got 32"):
+        losses.head_cross_entropy(h[:32], w, targets[:32], 1019, 15.0, "chunked")

@@ -51,3 +51,23 @@ def test_train_matmul_dtype_choice_and_errors(monkeypatch):
     assert TrainConfig(matmul_dtype="float32").matmul_jnp_dtype() == jnp.dtype(jnp.float32)
     with pytest.raises(TrainConfigError, match="--matmul-dtype must be auto, bfloat16 or float32"):
         TrainConfig(matmul_dtype="half")
+
+
+def test_cpu_attention_matches_xla_attention_to_bf16_rounding():
+    from nanocode.attention_cpu import causal_attention
+    k = jax.random.split(jax.random.key(1), 4)
+    q, kk, v, g = (jax.random.normal(x, (2, 64, 2, 16), jnp.float32) for x in k)
+
+    def ref(q, k, v):
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True)
+
+    def mine(q, k, v):
+        return causal_attention(q, k, v, jnp.dtype(BF))
+    np.testing.assert_allclose(jax.jit(mine)(q, kk, v), ref(q, kk, v), atol=0.02)
+    grads = [jax.jit(jax.grad(lambda *a, f=f: jnp.sum(f(*a) * g), argnums=(0, 1, 2)))(q, kk, v) for f in (mine, ref)]
+    for got, want in zip(*grads):
+        scale = float(jnp.max(jnp.abs(want)))
+        assert scale > 0
+        np.testing.assert_allclose(got, want, rtol=0, atol=0.02 * scale)
+    # causal: the first position sees only itself, so its output is its own value (to bf16 rounding)
+    np.testing.assert_allclose(mine(q, kk, v)[:, 0], v[:, 0], atol=0.02)

@@ -17,7 +17,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from nanocode import per_device
+from nanocode import per_device, runtime
 from nanocode.model import row_major_t
 
 
@@ -36,16 +36,25 @@ def _lse(z_NxV, cap, valid_V):
     return m_Nx1[..., 0] + jnp.log(jnp.sum(e_NxV, axis=-1))
 
 
-CE_IMPLS = ("auto", "xla", "pallas")
+CE_IMPLS = ("auto", "xla", "pallas", "chunked")
+# "chunked": rows per chunk. The head's forward + backward alone (2-core EPYC, [4096, 256] x [256, 32768], bf16
+# inputs): 950-981 ms over the whole array, chunks of 64 rows 1,505, 128 1,094, 256 946, 512 868-878, 1024
+# 878, 2048 944: small chunks starve the matmuls; at 512 the chunk's fp32 logits (67 MB) no longer fit the
+# 32 MB L3, the gain is dL/dh's matmul reading the chunk's gradient while it is still in cache.
+CHUNK_ROWS = 512
 
 
-def _ce_impl(impl: str, N: int, V: int, cap) -> str:
+def _ce_impl(impl: str, N: int, V: int, cap, dtype) -> str:
     """"auto": the Pallas kernels (training/ce_pallas.py) on NVIDIA GPUs where they run on each device's
-    own rows and the logits tile into their blocks, else XLA's fusions (CPU, odd shapes, no soft cap)."""
+    own rows and the logits tile into their blocks; on one CPU device with bf16 matmul inputs, "chunked";
+    else XLA's fusions over the whole [N, V] ("xla")."""
     if impl not in CE_IMPLS:
         raise ValueError(f"ce_impl must be one of {', '.join(CE_IMPLS)}, got {impl!r}")
     if impl != "auto":
         return impl
+    if runtime.backend() == "cpu":
+        single = jax.device_count() == 1 and N % CHUNK_ROWS == 0
+        return "chunked" if single and dtype == jnp.bfloat16 else "xla"
     if cap is None or not per_device.cuda_gpu() or not per_device.kernels_usable():
         return "xla"
     from training import ce_pallas
@@ -66,35 +75,59 @@ def head_cross_entropy(h_NxC, w_CxV, targets_N, vocab_size: int, cap: float | No
     return _fwd(h_NxC, w_CxV, targets_N, vocab_size, cap, impl, logits_dtype)[0]
 
 
-def _fwd(h_NxC, w_CxV, targets_N, vocab_size, cap, impl, logits_dtype):
-    # An optimization barrier keeps the matmul a plain cuBLAS GEMM: without it XLA fused the soft cap's
-    # tanh into a Triton GEMM that took 8.2 ms at depth 12 (cuBLAS: 4.1 ms, H200).
-    logits_NxV = jax.lax.optimization_barrier(
-        jnp.matmul(h_NxC, w_CxV, preferred_element_type=logits_dtype or h_NxC.dtype))
-    N, V = logits_NxV.shape
-    target_N = jnp.take_along_axis(logits_NxV, targets_N[:, None], axis=-1)[:, 0].astype(jnp.float32)
-    target_N = _softcap(target_N, cap)
-    if _ce_impl(impl, N, V, cap) == "pallas":
-        from training import ce_pallas
-        lse_N = ce_pallas.softcap_lse(logits_NxV, vocab_size, cap)
-        d_NxV = ce_pallas.softcap_ce_grad(logits_NxV, lse_N, targets_N, vocab_size, cap, h_NxC.dtype)
-        return lse_N - target_N, (h_NxC, w_CxV, d_NxV)
+def _xla_ce(logits_NxV, targets_N, vocab_size, cap, d_dtype):
+    """(NLL [N], dNLL/dlogits [N, V] in d_dtype) by XLA's fusions."""
+    V = logits_NxV.shape[-1]
     valid_V = jnp.arange(V) < vocab_size
     z_NxV = _softcap(logits_NxV.astype(jnp.float32), cap)
     lse_N = _lse(z_NxV, cap, valid_V)
+    target_N = jnp.take_along_axis(z_NxV, targets_N[:, None], axis=-1)[:, 0]
     # dNLL/dlogits = (softmax(z) - onehot(target)) * dz/dlogits, with dz/dlogits = 1 - tanh^2.
     onehot_NxV = targets_N[:, None] == jnp.arange(V, dtype=targets_N.dtype)
     d_NxV = jnp.where(valid_V, jnp.exp(z_NxV - lse_N[:, None]), 0.0) - onehot_NxV
     if cap is not None:
         d_NxV = d_NxV * (1 - jnp.square(z_NxV / cap))
-    return lse_N - target_N, (h_NxC, w_CxV, d_NxV.astype(h_NxC.dtype))
+    return lse_N - target_N, d_NxV.astype(d_dtype)
+
+
+def _fwd(h_NxC, w_CxV, targets_N, vocab_size, cap, impl, logits_dtype):
+    N, V = h_NxC.shape[0], w_CxV.shape[1]
+    out_dtype = logits_dtype or h_NxC.dtype
+    impl = _ce_impl(impl, N, V, cap, h_NxC.dtype)
+    if impl == "chunked":
+        if N % CHUNK_ROWS:
+            raise ValueError(f"ce_impl 'chunked' takes a multiple of {CHUNK_ROWS} tokens, got {N}")
+        # One CPU, bf16 matmuls: CHUNK_ROWS rows at a time: the matmul, the two passes and dL/dh's matmul
+        # on the chunk's gradient while it is recent; only dL/dlogits (bf16) is kept, for dL/dw.
+        w_VxC = row_major_t(w_CxV)
+
+        def chunk(h_RxC, targets_R):
+            logits_RxV = jnp.matmul(h_RxC, w_CxV, preferred_element_type=out_dtype)
+            nll_R, d_RxV = _xla_ce(logits_RxV, targets_R, vocab_size, cap, h_NxC.dtype)
+            return nll_R, d_RxV, jnp.matmul(d_RxV, w_VxC, preferred_element_type=jnp.float32)
+        nll, d, dh = jax.lax.map(lambda a: chunk(*a), (h_NxC.reshape(-1, CHUNK_ROWS, h_NxC.shape[1]),
+                                                      targets_N.reshape(-1, CHUNK_ROWS)))
+        return nll.reshape(N), (h_NxC, w_CxV, d.reshape(N, V), dh.reshape(N, -1))
+    # An optimization barrier keeps the matmul a plain cuBLAS GEMM: without it XLA fused the soft cap's
+    # tanh into a Triton GEMM that took 8.2 ms at depth 12 (cuBLAS: 4.1 ms, H200).
+    logits_NxV = jax.lax.optimization_barrier(jnp.matmul(h_NxC, w_CxV, preferred_element_type=out_dtype))
+    if impl == "pallas":
+        from training import ce_pallas
+        target_N = jnp.take_along_axis(logits_NxV, targets_N[:, None], axis=-1)[:, 0].astype(jnp.float32)
+        lse_N = ce_pallas.softcap_lse(logits_NxV, vocab_size, cap)
+        d_NxV = ce_pallas.softcap_ce_grad(logits_NxV, lse_N, targets_N, vocab_size, cap, h_NxC.dtype)
+        return lse_N - _softcap(target_N, cap), (h_NxC, w_CxV, d_NxV, None)
+    nll_N, d_NxV = _xla_ce(logits_NxV, targets_N, vocab_size, cap, h_NxC.dtype)
+    return nll_N, (h_NxC, w_CxV, d_NxV, None)
 
 
 def _bwd(vocab_size, cap, impl, logits_dtype, saved, g_N):
-    h_NxC, w_CxV, d_NxV = saved
+    h_NxC, w_CxV, d_NxV, dh_NxC = saved
     g_Nx1 = g_N[:, None]
-    # row_major_t: on CPU a row-major copy of the transposed operand, for XLA's fast bf16 dots
-    dh_NxC = (jnp.matmul(d_NxV, row_major_t(w_CxV), preferred_element_type=jnp.float32) * g_Nx1).astype(h_NxC.dtype)
+    if dh_NxC is None:
+        # row_major_t: on CPU a row-major copy of the transposed operand, for XLA's fast bf16 dots
+        dh_NxC = jnp.matmul(d_NxV, row_major_t(w_CxV), preferred_element_type=jnp.float32)
+    dh_NxC = (dh_NxC * g_Nx1).astype(h_NxC.dtype)
     gh_NxC = (h_NxC.astype(jnp.float32) * g_Nx1).astype(h_NxC.dtype)
     dw_CxV = jnp.matmul(row_major_t(gh_NxC), d_NxV, preferred_element_type=jnp.float32).astype(w_CxV.dtype)
     return dh_NxC, dw_CxV, None
