@@ -154,6 +154,9 @@ def bench_train_cmd(
     fsdp: bool = typer.Option(False, "--fsdp/--no-fsdp", help="Shard parameters and optimiser state."),
     breakdown: bool = typer.Option(False, "--breakdown", help="Also time forward, backward and optimiser alone."),
     profile: bool = typer.Option(False, "--profile", help="Print the kernels/ops that take the most time."),
+    matmul_dtype: str = typer.Option("auto", "--matmul-dtype", help="The matmuls' input dtype: auto, float32, "
+                                     "bfloat16; a comma list compares."),
+    repeat: int = typer.Option(1, "--repeat", help="Run the whole table this many times, round-robin."),
 ):
     """Training throughput on random tokens: tok/s, model TFLOP/s, MFU, memory."""
     from training.bench_train import run
@@ -162,11 +165,14 @@ def bench_train_cmd(
         depths, batches, seqs = ([int(x) for x in v.split(",")] for v in (depth, batch, seq))
     except ValueError:
         fail("--depth, --batch and --seq take integers, optionally comma-separated (e.g. --depth 12,20)")
-    remats = remat.split(",")
+    remats, matmuls = remat.split(","), matmul_dtype.split(",")
     bad = [r for r in remats if r not in ("none", "dots", "full")]
-    if bad or min(depths + batches + seqs) < 1 or steps < 1:
-        fail(f"--remat takes none, dots or full (got {bad}); --depth/--batch/--seq/--steps must be positive")
-    rows = run(depths, batches, seqs, vocab, steps, remats, fsdp=(fsdp,), breakdown=breakdown, profile=profile)
+    bad_mm = [m for m in matmuls if m not in ("auto", "float32", "bfloat16")]
+    if bad or bad_mm or min(depths + batches + seqs) < 1 or steps < 1 or repeat < 1:
+        fail(f"--remat takes none, dots or full (got {bad}); --matmul-dtype auto, float32 or bfloat16 (got "
+             f"{bad_mm}); --depth/--batch/--seq/--steps/--repeat must be positive")
+    rows = run(depths, batches, seqs, vocab, steps, remats, fsdp=(fsdp,), breakdown=breakdown, profile=profile,
+               matmul=matmuls, repeat=repeat)
     if any("error" in r for r in rows):
         raise typer.Exit(1)
 

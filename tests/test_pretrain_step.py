@@ -192,3 +192,17 @@ def test_bench_train_rows_and_the_rope_check_on_this_backend():
     assert [c["rope_impl"] for c in checks] == ["split", "flip", "pallas"]
     for c in checks:
         assert "error" not in c and max(c["q"], c["k"], c["v"], c["dqkv"]) < 1e-5, c
+
+
+def test_bench_train_command_compares_matmul_dtypes_and_rejects_bad_flags():
+    from typer.testing import CliRunner
+
+    from nanocode.cli import app
+    args = ["bench", "train", "--depth", "1", "--batch", "2", "--seq", "32", "--vocab", "256", "--steps", "1"]
+    result = CliRunner().invoke(app, args + ["--matmul-dtype", "float32,bfloat16"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert [r["matmul"] for r in rows] == ["float32", "bfloat16"]
+    assert all(r["tok_s"] > 0 and np.isfinite(r["loss"]) for r in rows)
+    result = CliRunner().invoke(app, args + ["--matmul-dtype", "fp16"])
+    assert result.exit_code != 0 and "--matmul-dtype auto, float32 or bfloat16 (got ['fp16'])" in result.output

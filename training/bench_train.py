@@ -76,7 +76,31 @@ count (14.3 as counted before), ~1.1 ms per layer: forward, a multi-output fusio
 halves (0.10), one concatenate each for q and k (2 x 0.05), a reduction each (2 x 0.08) and a normalize
 each (2 x 0.06); backward, dq and dk were materialised (0.27), two reductions (0.15) and dL/dqkv was
 concatenated twice (2 x 0.14).
-Two H200s, data parallel (before flip): 936k tok/s, 96.6% of twice one GPU.
+Two H200s, data parallel (before flip): 936k tok/s, 96.6% of twice one GPU. With the Pallas kernels per
+device (nvidia-h200-x2, `--devices 1,2 --repeat 2`): one GPU 110.5 / 110.8 ms (524.8-526.2 TFLOP/s on that
+host), two 1,135,646 / 1,141,863 tok/s = 95.7-96.5% of twice one; FSDP on two: 1,131,300 tok/s.
+
+The 2-core CPU (AMD EPYC with AVX512-BF16, 2 MB L2 + 32 MB L3, ~7 GB/s measured copy bandwidth), depth 4,
+T=512, B=8, vocab 32768 (nanochat's trainer, fp32 eager: 1,301 tok/s = 3.15 s per step); ms per step:
+    fp32 matmuls (last stop's code; it measured 2,484-2,543 then)                             2,520-2,750
+    bf16 matmul inputs, fp32 accumulation, in autodiff's layouts: XLA's CPU bf16 dots (YNNPACK) are
+    row-major x row-major only, so it ran every transposed backward matmul as fp32                 2,204
+    model.mixed_matmul: the backward's operands copied row-major (head: d @ w.T 570 -> 190 ms)   1,825-1,918
+    attention with bf16 matmuls and row-major backward operands (nanocode/attention_cpu.py;
+    XLA's fp32 attention fwd + bwd 63 -> 39 ms per layer)                                    1,634-1,764
+    head + cross entropy in 512-row chunks (training/losses.py "chunked")                      1,604-1,771
+    RoPE cos/sin materialised (XLA's CPU fusions evaluated them per element of q and k)         1,537-1,589
+    = 2,577-2,664 tok/s, 1.98-2.05x nanochat; on a busier hour of the same VM 1,621-1,684 ms
+    (2,432-2,527 tok/s, 1.87-1.94x) while the fp32 path ran 2,676-2,752 in the same rounds (1.64x).
+  Where a 1.67 s step went before the cos/sin tables (jax.profiler on CPU, op time summed over both
+  threads, 2.0 s): the head's three matmuls ~590 ms (forward 181 over its 8 chunks, dL/dh 194, dL/dw
+  213), zero-filling and writing the chunks' bf16 dL/dlogits 150 (lax.map's stacked output), the cross
+  entropy's passes ~130, block matmuls ~360, attention ~200, Muon's Newton-Schulz ~170 (fp32: optax's
+  X X^T is a transposed matmul, so bf16 would not help), RoPE's fusions ~95, the rest elementwise.
+  At vocab 8192 (the cpu preset's): 887-931 ms per step, 4,400-4,617 tok/s (fp32 path 1,448, 2,829).
+  Tried: all compute in bf16 (XLA converts bf16 elementwise work and bf16-output dots back to fp32: no
+  gain); XLA's YNNPACK off (slower); a fori_loop over uninitialised buffers instead of lax.map for the
+  chunks (1,203 ms for the head against 877); unrolled chunks (977); Muon in bf16 (no gain).
 """
 import argparse
 import functools

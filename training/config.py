@@ -141,10 +141,13 @@ PRESETS: dict[str, dict] = {
                  eval_every=8, eval_tokens=1024, sample_every=0, save_every=4, log_every=4),
     # About ten minutes on 2 CPU cores with a clearly falling loss. Pair it with a 8192-token vocabulary
     # (`nanocode train tokenizer --vocab 8192`): at width 256 a 32768-row head would cost 2.7x the
-    # whole transformer, so the small vocabulary buys ~2x the tokens in the same ten minutes (measured
-    # ~2,600 tok/s against ~1,500 at 32768). First run, stdlib corpus: 1.23M tokens, loss 8.8 -> 3.8,
-    # validation bits/byte code 2.31 -> 1.94 (steps 100 -> 300), prose 3.27 -> 2.79.
-    "cpu": dict(depth=4, seq_len=512, device_batch=8, total_batch=4096, steps=300,
+    # whole transformer, so the small vocabulary buys ~1.8x the tokens in the same ten minutes (bench_train
+    # on the 2-core EPYC, bf16 matmuls: 4,400-4,617 tok/s against 2,432-2,664 at 32768). 500 steps since
+    # the bf16 matmuls (300 before, at ~2,600 tok/s in fp32): `nanocode train base --preset cpu` on the
+    # stdlib corpus of a CPU speedrun took 8.2 min from start to model (4,490 tok/s), 2.05M tokens, loss
+    # 9.0 -> 3.4, validation bits/byte code 2.31 -> 2.10 -> 1.96 -> 1.83 (steps 100, 200, 400, 500), prose
+    # 3.28 -> 2.67 (the 300-step fp32 run ended at 1.94 / 2.79).
+    "cpu": dict(depth=4, seq_len=512, device_batch=8, total_batch=4096, steps=500,
                 warmup_ratio=0.02, eval_every=100, eval_tokens=32_768, sample_every=0, save_every=50,
                 log_every=5),
     # One GPU (an H100/H200 does this in about an hour and a half): depth 12, 2048 context, Chinchilla budget.

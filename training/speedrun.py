@@ -90,7 +90,8 @@ BUDGETS: dict[str, Budget] = {
     # corpus 27 s (a 40 MB sample of stdlib + site-packages -> 35.6 MB kept; pretraining reads 1.2M tokens,
     # ~4.4 MB, so more would only cost time), tokenizer 21 s (20 MB; 8192 is what the cpu pretraining preset
     # is sized for, training/config.py), shards 52 s (9.0M tokens), synth 44 s (800 conversations, 486 pairs),
-    # base ~17 min (the cpu preset, 300 steps; val bpb 1.94), SFT 3.2 min (96 steps; 12% of the conversations
+    # base ~17 min (the cpu preset, then 300 steps in fp32 on the loaded machine; val bpb 1.94; now 500 steps
+    # with bf16 matmuls, 8.2 min alone on a quiet machine, val bpb 1.83), SFT 3.2 min (96 steps; 12% of the conversations
     # are longer than the 512-token rows and left out), DPO 3.7 min (98 steps), evals 1.1 min (20 HumanEval
     # problems, one agent task of each kind, the 12 SOUL prompts): ~27 min in all.
     # DPO at lr_frac 0.005 (the dpo cpu preset has 0.02). Plain DPO at 0.02 lost every tool call on
