@@ -65,9 +65,10 @@ each comparison below is round-robin in one process on one machine):
     A profile's kernels add up to ~5 ms less than the timed step (112.0 ms of kernels first to last in
     a trace of 3 steps, 116.0 timed over 30, same program, no idle gaps in the trace): probably the
     clock under the power limit in sustained runs (not measured; the timed figure is the one reported).
-Tried and dropped (no gain): bf16 logits (129.1 vs 129.7) while XLA still fused tanh into the GEMM, an optimisation
-barrier to stop XLA sharing tanh between the two cross-entropy passes, XLA's Triton GEMMs off, CUDA command buffers off, B=64; the
-hand-written RMSNorm backward (model.norm_to) is neutral (+-0.5 ms) and stays for its equal loss.
+Tried and dropped (no gain): bf16 logits (129.1 vs 129.7) while XLA still fused tanh into the GEMM, an
+optimisation barrier to stop XLA sharing tanh between the two cross-entropy passes, XLA's Triton GEMMs off,
+CUDA command buffers off, B=64; the hand-written RMSNorm backward (model.norm_to) is neutral (+-0.5 ms)
+and stays for its equal loss.
 Where the 124.6 ms go (profile, rope_impl flip): 117.9 ms of kernels: matmuls 64.4, cuDNN flash
 attention 22.0, elementwise 20.7, reductions 8.8, copies 1.9; among the fusions cross entropy ~7.4 (not
 touched), ReLU^2 6.3 (forward + backward at the memory bandwidth: only a GEMM epilogue would remove it)

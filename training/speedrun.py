@@ -90,9 +90,9 @@ BUDGETS: dict[str, Budget] = {
     # corpus 27 s (a 40 MB sample of stdlib + site-packages -> 35.6 MB kept; pretraining reads 1.2M tokens,
     # ~4.4 MB, so more would only cost time), tokenizer 21 s (20 MB; 8192 is what the cpu pretraining preset
     # is sized for, training/config.py), shards 52 s (9.0M tokens), synth 44 s (800 conversations, 486 pairs),
-    # base ~17 min (the cpu preset, then 300 steps in fp32 on the loaded machine; val bpb 1.94; now 500 steps
-    # with bf16 matmuls, 8.2 min alone on a quiet machine, val bpb 1.83), SFT 3.2 min (96 steps; 12% of the conversations
-    # are longer than the 512-token rows and left out), DPO 3.7 min (98 steps), evals 1.1 min (20 HumanEval
+    # base ~17 min (the cpu preset, then 300 steps in fp32 on the loaded machine; val bpb 1.94; now 500
+    # steps with bf16 matmuls, 8.2 min alone on a quiet machine, val bpb 1.83), SFT 3.2 min (96 steps; 12% of
+    # the conversations are longer than the 512-token rows and left out), DPO 3.7 min (98 steps), evals 1.1 min (20 HumanEval
     # problems, one agent task of each kind, the 12 SOUL prompts): ~27 min in all.
     # DPO at lr_frac 0.005 (the dpo cpu preset has 0.02). Plain DPO at 0.02 lost every tool call on
     # agent-task requests (call rate 1.0 -> 0.0 over 12 requests, see _tool_call_gate) for a held-out
@@ -107,7 +107,8 @@ BUDGETS: dict[str, Budget] = {
     # One H200 in 15 minutes of stage time (measured, H200 machine with 16 cores, jax 0.11.2): corpus 43 s (the
     # machine's stdlib + site-packages: 29,255 documents, 429 MB kept), tokenizer 8 s (a 100 MB sample, no
     # GPT-4-split baseline), shards 26 s (103.2M train tokens), synth 32 s (6,000 conversations, 3,616 pairs),
-    # base 10.6 min, SFT 35 s, DPO 62 s (with the tool-call gate), evals 51 s (all 164 HumanEval problems, 18
+    # base 10.6 min (9.1 with the Pallas cross entropy at 1.64M tok/s: 13.3 min in all, the shipped model's
+    # run), SFT 35 s, DPO 62 s (with the tool-call gate), evals 51 s (all 164 HumanEval problems, 18
     # agent tasks, 12 SOUL prompts), report 2 s. Sizing: depth 8 at 20 tokens per parameter (41.9M params,
     # 1,600 steps of 0.5M tokens = 839M tokens, ~8 passes over the corpus) ran at ~1.38M tok/s (MFU ~42%).
     # Depth 12 at its Chinchilla budget would take ~100 min, and the bf16 weights of depth 8 are 63 MB, under
