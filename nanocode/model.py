@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from nanocode import per_device, runtime
+from nanocode.cpu_matmul import causal_attention, mixed_matmul
 
 
 class ConfigError(ValueError):
@@ -207,9 +208,11 @@ def _rope_cos_sin(pos_BxT, head_dim: int, base: float):
 
 def _table(x):
     """x materialised once (CPU): XLA's CPU fusions otherwise evaluate a cos or sin once per element of
-    q and k that reads it (4x per table entry at 2 heads), ~60 ms of a 1.65 s step at depth 4; and they
-    drop optimization barriers before fusing. A product with the identity is a matmul, which XLA does
-    not fuse into its consumers; the bits are unchanged (x * 1 + 0s, fp32 HIGHEST)."""
+    q and k that reads it (4x per table entry at 2 heads), and XLA's CPU pipeline drops optimization
+    barriers before fusing. A product with the identity is a matmul, which XLA does not fuse into its
+    consumers; the bits are unchanged (x * 1 + 0s, fp32 HIGHEST). 2-core EPYC, depth 4, vocab 32768
+    (`python -m training.bench_train --depth 4 --batch 8 --seq 512 --steps 5 --repeat 3`): the RoPE
+    fusions took ~95 ms of a step in a profile; steps 1,590-1,703 ms -> 1,537-1,589."""
     n = x.shape[-1]
     return jnp.matmul(x, jnp.eye(n, dtype=x.dtype), precision=jax.lax.Precision.HIGHEST)
 
@@ -407,50 +410,13 @@ def _head_matmul_bwd(saved, g_xV):
 head_matmul.defvjp(_head_matmul_fwd, _head_matmul_bwd)
 
 
-def row_major_t(x_MxN):
-    """x^T [N, M]: a row-major copy for a bf16 matmul on one CPU device, elsewhere a view. XLA's fast CPU
-    bf16 matmuls (YNNPACK) take row-major x row-major operands only; with a transposed operand XLA ran them
-    as fp32 (2-core EPYC, [4096, 32768] x [32768, 256]: 570 ms as d @ w.T, 190 ms with w.T laid out
-    row-major). The barrier keeps XLA from folding the transpose back into the matmul. Not on several
-    devices: flattening an array split over them would gather it."""
-    if runtime.backend() != "cpu" or x_MxN.dtype != jnp.bfloat16 or jax.device_count() > 1:
-        return x_MxN.T
-    M, N = x_MxN.shape
-    return jax.lax.optimization_barrier(x_MxN.T.reshape(M * N)).reshape(N, M)
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(2,))
-def mixed_matmul(x_xI, w_IxO, dtype):
-    """x @ w with both inputs rounded to `dtype` (bf16), accumulated and returned in x's dtype (fp32), and a
-    backward whose two matmuls also take `dtype` inputs in row-major layouts (row_major_t): the training
-    matmuls on CPUs with bf16 dot instructions (runtime.train_matmul_dtype)."""
-    return jnp.matmul(x_xI.astype(dtype), w_IxO.astype(dtype), preferred_element_type=x_xI.dtype)
-
-
-def _mixed_matmul_fwd(x_xI, w_IxO, dtype):
-    # x kept in `dtype` (half the memory); w as given (a parameter: no copy); the output, and so the
-    # incoming gradient, has x's dtype
-    return mixed_matmul(x_xI, w_IxO, dtype), (x_xI.astype(dtype), w_IxO)
-
-
-def _mixed_matmul_bwd(dtype, saved, g_xO):
-    x_xI, w_IxO = saved
-    g_NxO = g_xO.reshape(-1, g_xO.shape[-1]).astype(dtype)
-    dx_NxI = jnp.matmul(g_NxO, row_major_t(w_IxO.astype(dtype)), preferred_element_type=jnp.float32)
-    dw_IxO = jnp.matmul(row_major_t(x_xI.reshape(-1, x_xI.shape[-1])), g_NxO, preferred_element_type=jnp.float32)
-    return dx_NxI.reshape(x_xI.shape).astype(g_xO.dtype), dw_IxO.astype(w_IxO.dtype)
-
-
-mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
-
-
 def dense(x, w, out_in: bool = False, matmul_dtype=None):
     """x @ w in x's dtype, for weights stored [in, out] (training, CPU) or transposed [out, in].
 
     The GPU sampler keeps a transposed copy (see Sampler): at batch 1 XLA rewrites each small matmul as
     an elementwise multiply plus a reduction, and a reduction over the contiguous axis with fp32
     accumulation runs 2.5x faster (H200, 12 layers at width 768: 160 us vs 395 us for the 48 matmuls).
-    matmul_dtype: the inputs' dtype when it differs from x's (mixed_matmul: bf16 training matmuls on CPU).
+    matmul_dtype: the inputs' dtype when it differs from x's (bf16 training matmuls on CPU: cpu_matmul).
     """
     if matmul_dtype is not None and jnp.dtype(matmul_dtype) != x.dtype and not out_in:
         return mixed_matmul(x, w, jnp.dtype(matmul_dtype))
@@ -499,7 +465,6 @@ class Attention(nnx.Module):
             v_BxTxKxH = (v_BxTxKxH * v_scale_BxTx1[..., None]).astype(dt)
         if kv is None and self.matmul_dtype is not None and self.matmul_dtype != dt and runtime.backend() == "cpu":
             # bf16 matmuls on CPU (see dense): the attention's too, with row-major backward operands.
-            from nanocode.attention_cpu import causal_attention
             k_BxTxNxH, v_BxTxNxH = (jnp.repeat(x, N // K, axis=2) for x in (k_BxTxKxH, v_BxTxKxH))
             y_BxTxNxH = causal_attention(q_BxTxNxH, k_BxTxNxH, v_BxTxNxH, self.matmul_dtype)
         elif kv is None:

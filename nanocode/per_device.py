@@ -1,4 +1,6 @@
-"""Custom GPU kernels (Pallas) under sharded jits: run them on each device's own rows.
+"""Our custom GPU kernels (Pallas): how they compile here, and how they run under sharded jits.
+
+On NVIDIA GPUs they compile through Triton; on CPU (the tests) Pallas interprets them.
 
 XLA has no partitioning rule for a custom kernel: in a jit whose arrays are split over several devices
 (data parallel, FSDP) it would gather the kernel's operands to every device and run the whole kernel on
@@ -16,6 +18,20 @@ from nanocode import runtime
 def cuda_gpu() -> bool:
     """Whether JAX runs on NVIDIA GPUs (Pallas's Triton backend), not ROCm or a CPU."""
     return runtime.backend() == "gpu" and "cuda" in jax.devices()[0].client.platform_version.lower()
+
+
+def interpreted() -> bool:
+    """Whether Pallas kernels run in Pallas's interpreter here (CPU) rather than compiled."""
+    return jax.default_backend() == "cpu"
+
+
+def pallas_options(num_warps: int) -> dict:
+    """pallas_call's keyword arguments for one kernel: the interpreter on CPU, else Triton with this many
+    warps (one stage: the kernels are single passes, with no loop to pipeline)."""
+    if interpreted():
+        return dict(interpret=True)
+    from jax.experimental.pallas import triton as pl_triton
+    return dict(compiler_params=pl_triton.CompilerParams(num_warps=num_warps, num_stages=1))
 
 
 def context_mesh():

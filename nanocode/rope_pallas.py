@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from nanocode.per_device import per_device_rows
+from nanocode.per_device import pallas_options, per_device_rows
 
 
 def _row_block(rows: int) -> int:
@@ -29,13 +29,6 @@ def _row_block(rows: int) -> int:
     while rows % r:
         r //= 2
     return r
-
-
-def _pallas_options():
-    from jax.experimental.pallas import triton as pl_triton
-    if jax.default_backend() == "cpu":
-        return dict(interpret=True)
-    return dict(compiler_params=pl_triton.CompilerParams(num_warps=4, num_stages=1))
 
 
 def _rope_norm_kernel(x_ref, cos_ref, sin_ref, y_ref, s_ref):
@@ -69,7 +62,7 @@ def _rope_norm(qkv_BxTxF, cos, sin, *, first_head: int, M: int, H: int):
         in_specs=[pl.BlockSpec((R, H), lambda j, i: (i, first_head + j)),
                   pl.BlockSpec((R, H // 2), lambda j, i: (i, 0)), pl.BlockSpec((R, H // 2), lambda j, i: (i, 0))],
         out_specs=[pl.BlockSpec((R, H), lambda j, i: (i, j)), pl.BlockSpec((R, 1), lambda j, i: (i, j))],
-        **_pallas_options(),
+        **pallas_options(num_warps=4),
     )(qkv_BxTxF.reshape(B * T, F), cos, sin)
     return y.reshape(B, T, M, H), s.reshape(B, T, M, 1)
 
@@ -120,7 +113,7 @@ def _qkv_grad(yq, sq, yk, sk, cos, sin, gq_BxTxNxH, gk_BxTxKxH, gv_BxTxKxH):
                   pl.BlockSpec((R, H), k_head), pl.BlockSpec((R, H), k_head), pl.BlockSpec((R, 1), k_head),
                   pl.BlockSpec((R, H), v_head), pl.BlockSpec((R, H // 2), rows), pl.BlockSpec((R, H // 2), rows)],
         out_specs=pl.BlockSpec((R, H), lambda j, i: (i, j)),
-        **_pallas_options(),
+        **pallas_options(num_warps=4),
     )(gq_BxTxNxH.astype(dt).reshape(B * T, N * H), yq.reshape(B * T, N * H), sq.reshape(B * T, N),
       gk_BxTxKxH.astype(dt).reshape(B * T, K * H), yk.reshape(B * T, K * H), sk.reshape(B * T, K),
       gv_BxTxKxH.astype(dt).reshape(B * T, K * H), cos, sin)

@@ -73,7 +73,7 @@ def train_matmul_dtype(platform: str | None = None):
     The 2-core EPYC here (AVX512-BF16), depth 4, T=512, B=8, vocab 32768 (training/bench_train.py): 2,575-
     2,621 ms per train step with fp32 matmuls, 2,204 with bf16 inputs in the layouts autodiff gives (XLA
     ran the transposed ones as fp32: its bf16 dots are row-major x row-major only), 1,825-1,918 with every
-    backward operand laid out row-major (model.mixed_matmul, row_major_t). Decoding keeps fp32 (bf16
+    backward operand laid out row-major (nanocode/cpu_matmul.py). Decoding keeps fp32 (bf16
     [1, C] x [C, V] matmuls are ~10x slower there).
     NANOCODE_CPU_MATMUL=float32|bfloat16 overrides the CPU choice."""
     platform = platform or backend()

@@ -1,4 +1,4 @@
-"""bf16 training matmuls on CPU (model.mixed_matmul, runtime.train_matmul_dtype): the values and gradients
+"""bf16 training matmuls on CPU (nanocode/cpu_matmul.py, runtime.train_matmul_dtype): the values and gradients
 are those of the bf16-rounded operands multiplied exactly (fp32 accumulation)."""
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nanocode import runtime
-from nanocode.model import mixed_matmul, row_major_t
+from nanocode.cpu_matmul import causal_attention, mixed_matmul, row_major
 from training.config import TrainConfig, TrainConfigError
 
 BF = jnp.bfloat16
@@ -33,9 +33,9 @@ def test_mixed_matmul_values_and_gradients_are_the_rounded_operands_products():
     np.testing.assert_allclose(y, x @ w, rtol=0, atol=0.05 * float(jnp.max(jnp.abs(x @ w))))
 
 
-def test_row_major_t_is_the_transpose():
+def test_row_major_of_a_transpose_is_the_transpose():
     x = jnp.arange(12, dtype=jnp.float32).reshape(3, 4).astype(BF)
-    np.testing.assert_array_equal(jax.jit(row_major_t)(x), x.T)
+    np.testing.assert_array_equal(jax.jit(lambda x: row_major(x.T))(x), x.T)
 
 
 def test_train_matmul_dtype_choice_and_errors(monkeypatch):
@@ -54,7 +54,6 @@ def test_train_matmul_dtype_choice_and_errors(monkeypatch):
 
 
 def test_cpu_attention_matches_xla_attention_to_bf16_rounding():
-    from nanocode.attention_cpu import causal_attention
     k = jax.random.split(jax.random.key(1), 4)
     q, kk, v, g = (jax.random.normal(x, (2, 64, 2, 16), jnp.float32) for x in k)
 

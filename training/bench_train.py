@@ -86,8 +86,8 @@ T=512, B=8, vocab 32768 (nanochat's trainer, fp32 eager: 1,301 tok/s = 3.15 s pe
     fp32 matmuls (last stop's code; it measured 2,484-2,543 then)                             2,520-2,750
     bf16 matmul inputs, fp32 accumulation, in autodiff's layouts: XLA's CPU bf16 dots (YNNPACK) are
     row-major x row-major only, so it ran every transposed backward matmul as fp32                 2,204
-    model.mixed_matmul: the backward's operands copied row-major (head: d @ w.T 570 -> 190 ms)   1,825-1,918
-    attention with bf16 matmuls and row-major backward operands (nanocode/attention_cpu.py;
+    cpu_matmul.mixed_matmul: the backward's operands copied row-major (head: d @ w.T 570 -> 190 ms)   1,825-1,918
+    attention with bf16 matmuls and row-major backward operands (cpu_matmul.causal_attention;
     XLA's fp32 attention fwd + bwd 63 -> 39 ms per layer)                                    1,634-1,764
     head + cross entropy in 512-row chunks (training/losses.py "chunked")                      1,604-1,771
     RoPE cos/sin materialised (XLA's CPU fusions evaluated them per element of q and k)         1,537-1,589
@@ -390,14 +390,16 @@ def run(depth=(12,), batch=(32,), seq=(2048,), vocab=32768, steps=10, remat=("no
     echo(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()}), "
          f"jax {jax.__version__}")
     rows = []
-    variants = list(itertools.product(devices, depth, batch, seq, remat, muon_dtype, fsdp, muon_stack, residual,
-                                      norm_vjp, qkv_vjp, rope_impl, ce_impl, xla_opts, matmul))
-    for _, (n, d, b, t, r, m, f, ms, rd, nv, qv, ri, ce, xo, mm) in itertools.product(range(repeat), variants):
+    axes = dict(devices=devices, depth=depth, batch=batch, seq=seq, remat=remat, muon_dtype=muon_dtype, fsdp=fsdp,
+                muon_stack=muon_stack, residual=residual, norm_vjp=norm_vjp, qkv_vjp=qkv_vjp, rope_impl=rope_impl,
+                ce_impl=ce_impl, xla_opts=xla_opts, matmul=matmul)  # bench_one's arguments, a list of values each
+    variants = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+    for _, variant in itertools.product(range(repeat), variants):
         try:
-            row = bench_one(d, b, t, vocab, steps, r, m, f, breakdown, ms, profile, dump_hlo, n, rd, nv, qv, ri, ce, xo, mm)
+            row = bench_one(vocab=vocab, steps=steps, breakdown=breakdown, profile=profile, dump_hlo=dump_hlo,
+                            **variant)
         except Exception as e:  # noqa: BLE001 - one failing variant (e.g. out of memory) must not end the table
-            row = dict(depth=d, batch=b, seq=t, remat=r, muon_dtype=m, fsdp=f, residual=rd, norm_vjp=nv, qkv_vjp=qv,
-                       rope_impl=ri, error=f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+            row = dict(variant, error=f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
         rows.append(row)
         echo(json.dumps(row))
         if jsonl:
@@ -435,7 +437,7 @@ def main(argv=None):
                    help="how the training forward computes q/k RoPE + QK-norm (model.qkv_heads): auto, split, flip, pallas")
     p.add_argument("--check-rope", action="store_true",
                    help="first compare every --rope-impl's q/k/v and dL/dqkv with split_heads + autodiff here")
-    p.add_argument("--matmul", type=_list(str), default=[None],
+    p.add_argument("--matmul-dtype", dest="matmul", type=_list(str), default=[None],
                    help="the matmuls' input dtype: auto, float32, bfloat16 (default: TrainConfig's)")
     p.add_argument("--ce-impl", type=_list(str), default=["auto"],
                    help="the cross entropy's passes (training/losses.py): auto, xla, pallas")

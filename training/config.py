@@ -84,12 +84,10 @@ class TrainConfig:
                 raise TrainConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
         if self.warmup_ratio + self.warmdown_ratio > 1.0:
             raise TrainConfigError("warmup_ratio + warmdown_ratio must not exceed 1")
-        if self.muon_dtype not in ("auto", "bfloat16", "float32"):
-            raise TrainConfigError(f"--muon-dtype must be auto, bfloat16 or float32, got {self.muon_dtype!r}")
-        if self.residual_dtype not in ("auto", "bfloat16", "float32"):
-            raise TrainConfigError(f"--residual-dtype must be auto, bfloat16 or float32, got {self.residual_dtype!r}")
-        if self.matmul_dtype not in ("auto", "bfloat16", "float32"):
-            raise TrainConfigError(f"--matmul-dtype must be auto, bfloat16 or float32, got {self.matmul_dtype!r}")
+        for name in ("muon_dtype", "residual_dtype", "matmul_dtype"):
+            if getattr(self, name) not in ("auto", "bfloat16", "float32"):
+                raise TrainConfigError(f"--{name.replace('_', '-')} must be auto, bfloat16 or float32, "
+                                       f"got {getattr(self, name)!r}")
         if self.remat not in ("none", "dots", "full"):
             raise TrainConfigError(f"--remat must be none, dots or full, got {self.remat!r}")
 

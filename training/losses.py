@@ -11,14 +11,16 @@ with them:
     dh = (g * D) @ W^T = g * (D @ W^T)        dW = h^T (g * D) = (g * h)^T D
 On an H200 at depth 12 the head matmul and these passes took 13.5 ms (fp32 logits, XLA fusing tanh into
 a slow Triton GEMM), then 11.1 (bf16 logits from cuBLAS, XLA's two passes bound
-by its f32 tanh) and 7.8 (the passes as Pallas kernels with the hardware tanh: training/ce_pallas.py)."""
+by its f32 tanh) and ~7.6 (the passes as Pallas kernels with the hardware tanh: training/ce_pallas.py).
+The first two are profiles of the train step (bench_train --profile: 8.2 + 2.0 + 3.3, 4.0 + 3.7 + 3.4);
+the last is the head GEMM's 4.1 ms plus the kernels' micro-benchmarked 1.34 + 2.19."""
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 
 from nanocode import per_device, runtime
-from nanocode.model import row_major_t
+from nanocode.cpu_matmul import row_major
 
 
 def _softcap(logits, cap):
@@ -99,7 +101,7 @@ def _fwd(h_NxC, w_CxV, targets_N, vocab_size, cap, impl, logits_dtype):
             raise ValueError(f"ce_impl 'chunked' takes a multiple of {CHUNK_ROWS} tokens, got {N}")
         # One CPU, bf16 matmuls: CHUNK_ROWS rows at a time: the matmul, the two passes and dL/dh's matmul
         # on the chunk's gradient while it is recent; only dL/dlogits (bf16) is kept, for dL/dw.
-        w_VxC = row_major_t(w_CxV)
+        w_VxC = row_major(w_CxV.T)
 
         def chunk(h_RxC, targets_R):
             logits_RxV = jnp.matmul(h_RxC, w_CxV, preferred_element_type=out_dtype)
@@ -125,11 +127,11 @@ def _bwd(vocab_size, cap, impl, logits_dtype, saved, g_N):
     h_NxC, w_CxV, d_NxV, dh_NxC = saved
     g_Nx1 = g_N[:, None]
     if dh_NxC is None:
-        # row_major_t: on CPU a row-major copy of the transposed operand, for XLA's fast bf16 dots
-        dh_NxC = jnp.matmul(d_NxV, row_major_t(w_CxV), preferred_element_type=jnp.float32)
+        # row_major: on CPU a row-major copy of the transposed operand, for XLA's fast bf16 dots
+        dh_NxC = jnp.matmul(d_NxV, row_major(w_CxV.T), preferred_element_type=jnp.float32)
     dh_NxC = (dh_NxC * g_Nx1).astype(h_NxC.dtype)
     gh_NxC = (h_NxC.astype(jnp.float32) * g_Nx1).astype(h_NxC.dtype)
-    dw_CxV = jnp.matmul(row_major_t(gh_NxC), d_NxV, preferred_element_type=jnp.float32).astype(w_CxV.dtype)
+    dw_CxV = jnp.matmul(row_major(gh_NxC.T), d_NxV, preferred_element_type=jnp.float32).astype(w_CxV.dtype)
     return dh_NxC, dw_CxV, None
 
 

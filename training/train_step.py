@@ -7,7 +7,7 @@ in Python on every call, which costs real time on small models (flax's performan
 
 The step traces, compiles and runs with its mesh as JAX's context mesh (`jax.set_mesh`, `UnderMesh`): with
 every mesh axis Auto that changes no sharding, and it is how code inside the model learns the mesh, which
-custom kernels need (nanocode/rope_pallas.py runs its Pallas kernels on each device's own rows in a
+custom kernels need (nanocode/per_device.py runs the Pallas kernels on each device's own rows in a
 shard_map over it; without it XLA would gather their operands to every device).
 
 A loss function returns *sums* (summed per-token loss, number of counted tokens) rather than a mean, so
