@@ -209,7 +209,7 @@ def data_corpus(src: Optional[list[Path]] = typer.Option(None, "--src", help="A 
     import os
 
     from nanocode.lookup import nanocode_home
-    from training.corpus import CorpusConfig, build_corpus, default_sources, directory_sources, print_stats
+    from training.data.corpus import CorpusConfig, build_corpus, default_sources, directory_sources, print_stats
 
     if only_src and not src:
         fail("--only-src needs at least one --src DIR")
@@ -238,7 +238,7 @@ def data_shards(corpus: Optional[Path] = typer.Option(None, "--corpus", help="Co
     """Tokenize the corpus into flat token shards for pretraining."""
     from nanocode.lookup import nanocode_home
     from nanocode.tokenizer import TokenizerError
-    from training.shards import tokenize_corpus
+    from training.data.shards import tokenize_corpus
 
     home = nanocode_home()
     out = out or home / "data" / "tokens"
@@ -321,7 +321,7 @@ def train_tokenizer_command(vocab: int = typer.Option(32768, "--vocab", help="Vo
                                                           "GPT-4-split tokenizer to compare compression with.")):
     """Train the byte-level BPE code tokenizer and report its compression."""
     from nanocode.lookup import nanocode_home
-    from training.tokenizer_train import print_report, train_tokenizer
+    from training.data.tokenizer_train import print_report, train_tokenizer
 
     out = out or nanocode_home() / "tokenizer"
     try:
@@ -533,7 +533,7 @@ def _eval_load(model_dir: Path):
 
 
 def _eval_finish(model_dir: Path, name: str, result: dict, summary_table) -> None:
-    from training.eval_results import print_table, write_result
+    from training.eval.results import print_table, write_result
     print_table(summary_table(result))
     typer.echo(f"wrote {write_result(model_dir, name, result)}")
 
@@ -556,7 +556,7 @@ def eval_bpb(model: Optional[Path] = _EVAL_MODEL,
              max_tokens: int = typer.Option(2_097_152, "--max-tokens", help="Validation tokens per kind."),
              batch_rows: int = typer.Option(8, "--batch-rows", help="Sequences per forward pass.")):
     """Bits per byte on the validation split, code and prose separately."""
-    from training import eval_bpb as eb
+    from training.eval import bpb as eb
 
     if max_tokens < 1 or batch_rows < 1:
         fail("--max-tokens and --batch-rows must be >= 1")
@@ -590,8 +590,8 @@ def eval_humaneval(model: Optional[Path] = _EVAL_MODEL,
                                                          "(default: the CPU count)."),
                    seed: int = _SEED):
     """pass@k on the 164 HumanEval problems, every sample executed in a sandbox."""
-    from training import eval_humaneval as he
-    from training.sandbox import Limits
+    from training.eval import humaneval as he
+    from training.eval.sandbox import Limits
 
     if samples < 1 or batch_size < 1 or (limit is not None and limit < 1) or timeout <= 0 or memory_mb < 64:
         fail("--samples, --batch-size and --limit must be >= 1, --timeout > 0 and --memory-mb >= 64")
@@ -631,7 +631,7 @@ def eval_agent(model: Optional[Path] = _EVAL_MODEL,
     """Agentic tasks in temporary workspaces through the real agent loop, every call approved."""
     from agent.source import SamplerSource
     from nanocode.sampler import Sampler
-    from training import agent_tasks, eval_agent as ea
+    from training.eval import agent_tasks, agent as ea
 
     if max_steps < 1 or max_reply_tokens < 1 or temperature < 0:
         fail("--max-steps and --max-reply-tokens must be >= 1 and --temperature >= 0")
@@ -661,7 +661,7 @@ def eval_soul(model: Optional[Path] = _EVAL_MODEL,
     """The share of sampled replies that keep each SOUL.md rule."""
     from agent.source import SamplerSource
     from nanocode.sampler import Sampler
-    from training import eval_soul as es
+    from training.eval import soul as es
 
     if samples < 1 or max_steps < 1 or (temperature is not None and temperature < 0):
         fail("--samples and --max-steps must be >= 1 and --temperature >= 0")
@@ -686,7 +686,7 @@ def eval_tokenizer(model: Optional[Path] = _EVAL_MODEL,
                    split: str = typer.Option("val", "--split")):
     """Bytes per token of the model's tokenizer on validation code and prose."""
     from nanocode.tokenizer import Tokenizer, TokenizerError
-    from training import eval_tokenizer as et
+    from training.eval import tokenizer as et
 
     model_dir = _eval_model_dir(model)
     try:

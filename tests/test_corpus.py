@@ -6,11 +6,11 @@ import textwrap
 import pyarrow.parquet as pq
 import pytest
 
-from training import filters, licenses, pii, repo_docs
-from training.corpus import (CorpusConfig, Source, build_corpus, directory_sources, is_complete, read_documents,
+from training.data import filters, licenses, pii, repo_docs
+from training.data.corpus import (CorpusConfig, Source, build_corpus, directory_sources, is_complete, read_documents,
                              split_of)
-from training.decontam import Decontaminator, humaneval_problems
-from training.dedup import Deduplicator, content_hash, signatures, words
+from training.data.decontam import Decontaminator, humaneval_problems
+from training.data.dedup import Deduplicator, content_hash, signatures, words
 
 MIT = "Permission is hereby granted, free of charge, to any person obtaining a copy of this software"
 GPL = "GNU GENERAL PUBLIC LICENSE\nVersion 3, 29 June 2007\n"

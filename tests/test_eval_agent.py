@@ -3,8 +3,8 @@ import dataclasses
 
 import pytest
 
-from training.agent_tasks import KINDS, Step, make_suite
-from training.eval_agent import evaluate, idle_source, oracle_source, step_ids, summary_table
+from training.eval.agent_tasks import KINDS, Step, make_suite
+from training.eval.agent import evaluate, idle_source, oracle_source, step_ids, summary_table
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ from flax import nnx
 
 from nanocode.checkpoint import load_model, save_model
 from nanocode.model import GPT, ModelConfig
-from training import eval_bpb
-from training.corpus import CorpusConfig, build_corpus, directory_sources, read_documents
-from training.shards import tokenize_corpus
+from training.eval import bpb as eval_bpb
+from training.data.corpus import CorpusConfig, build_corpus, directory_sources, read_documents
+from training.data.shards import tokenize_corpus
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ import time
 
 import pytest
 
-from training.eval_humaneval import (Problem, base_completion, body_indent, cut_at_stops, evaluate, extract_function,
+from training.eval.humaneval import (Problem, base_completion, body_indent, cut_at_stops, evaluate, extract_function,
                                      load_problems, pass_at_k, program, prompt_ids, score)
-from training.sandbox import Limits, probe_isolation, run_python
+from training.eval.sandbox import Limits, probe_isolation, run_python
 
 FAST = Limits(timeout_s=3.0, cpu_s=1, memory_mb=256, output_kb=64)
 

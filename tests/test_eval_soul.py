@@ -3,9 +3,9 @@ import pytest
 
 from agent.source import ScriptedSource
 from training.critic import RULES
-from training.eval_agent import step_ids
-from training.agent_tasks import Step
-from training.eval_soul import PROMPTS, evaluate, make_prompts, summary_table
+from training.eval.agent import step_ids
+from training.eval.agent_tasks import Step
+from training.eval.soul import PROMPTS, evaluate, make_prompts, summary_table
 
 
 def script(tok, *steps: Step) -> list[list[int]]:

@@ -3,7 +3,7 @@ import pytest
 from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
 
 from nanocode.tokenizer import SPECIAL_TOKENS, Tokenizer
-from training.eval_tokenizer import evaluate, measure, summary_table
+from training.eval.tokenizer import evaluate, measure, summary_table
 
 
 def bytes_only_tokenizer() -> Tokenizer:
@@ -37,7 +37,7 @@ def test_a_trained_tokenizer_compresses(tiny_tokenizer):
 
 
 def test_evaluate_reads_the_validation_split_of_a_real_corpus(tmp_path, tiny_tokenizer):
-    from training.corpus import CorpusConfig, build_corpus, directory_sources
+    from training.data.corpus import CorpusConfig, build_corpus, directory_sources
 
     src = tmp_path / "proj"
     src.mkdir()

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from nanocode.tokenizer import SPECIAL_TOKENS
-from training.corpus import CorpusConfig, build_corpus, directory_sources, read_documents
+from training.data.corpus import CorpusConfig, build_corpus, directory_sources, read_documents
 from training.loader import Loader
-from training.shards import (TokenShards, TokenizerMismatch, dtype_for, is_complete, read_meta, tokenize_corpus,
+from training.data.shards import (TokenShards, TokenizerMismatch, dtype_for, is_complete, read_meta, tokenize_corpus,
                              write_meta, write_split)
 
 SPECIAL = {name.strip("<|>"): i for i, name in enumerate(SPECIAL_TOKENS)}

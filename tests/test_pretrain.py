@@ -20,7 +20,7 @@ from nanocode.cli import app
 from nanocode.tokenizer import SPECIAL_TOKENS
 from training.config import from_preset
 from training.pretrain import TrainError, train_base
-from training.shards import dtype_for, file_sha256, write_meta, write_split
+from training.data.shards import dtype_for, file_sha256, write_meta, write_split
 
 REPO = Path(__file__).resolve().parent.parent
 

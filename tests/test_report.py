@@ -7,11 +7,12 @@ import re
 
 import pytest
 
-from training import eval_agent, eval_humaneval, eval_soul, eval_tokenizer
-from training.agent_tasks import make_suite
-from training.eval_results import read_results, write_result
+from training.eval import agent as eval_agent, humaneval as eval_humaneval
+from training.eval import soul as eval_soul, tokenizer as eval_tokenizer
+from training.eval.agent_tasks import make_suite
+from training.eval.results import read_results, write_result
 from training.report import ReportError, collect, write_report
-from training.sandbox import Limits
+from training.eval.sandbox import Limits
 
 
 def write_log(run, tokens_dir):
@@ -40,9 +41,9 @@ def run_dir(tmp_path_factory, tiny_tokenizer):
 
     from nanocode.checkpoint import save_model
     from nanocode.model import GPT, ModelConfig
-    from training.corpus import CorpusConfig, build_corpus, directory_sources
-    from training.shards import tokenize_corpus
-    from training.tokenizer_train import train_tokenizer
+    from training.data.corpus import CorpusConfig, build_corpus, directory_sources
+    from training.data.shards import tokenize_corpus
+    from training.data.tokenizer_train import train_tokenizer
 
     root = tmp_path_factory.mktemp("home")
     mp = pytest.MonkeyPatch()

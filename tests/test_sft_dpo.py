@@ -55,7 +55,7 @@ def fixtures(tmp_path_factory, tiny_tokenizer):
     base = save_model(root / "base", model, tiny_tokenizer)
     # pretraining token shards (random code-like documents) for the replay rows, made with this tokenizer
     from nanocode.tokenizer import SPECIAL_TOKENS
-    from training.shards import file_sha256, write_meta, write_split
+    from training.data.shards import file_sha256, write_meta, write_split
     rng = np.random.default_rng(0)
     docs = [rng.integers(len(SPECIAL_TOKENS), tiny_tokenizer.vocab_size, size=n) for n in (300, 50, 700, 120)]
     tokens = root / "tokens"

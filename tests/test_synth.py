@@ -13,7 +13,7 @@ import tools
 from nanocode.template import render_conversation
 from tools.spec import SPECS
 from training.critic import critique
-from training.decontam import humaneval_problems
+from training.data.decontam import humaneval_problems
 from training.synth import voice
 from training.synth.driver import SynthConfig, read_jsonl, synth
 from training.synth.sources import analyze, load_pool, rebuild

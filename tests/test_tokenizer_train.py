@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from nanocode.tokenizer import SPECIAL_TOKENS, Tokenizer
-from training.corpus import CorpusConfig, build_corpus, directory_sources
-from training.tokenizer_train import (CODE_PATTERN, MIN_VOCAB, is_complete, new_tokenizer, train_bpe,
+from training.data.corpus import CorpusConfig, build_corpus, directory_sources
+from training.data.tokenizer_train import (CODE_PATTERN, MIN_VOCAB, is_complete, new_tokenizer, train_bpe,
                                       train_tokenizer)
 
 CODE = [

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.shards import TokenShards
+from training.data.shards import TokenShards
 
 _INF = float("inf")
 

@@ -66,10 +66,10 @@ def train_base(cfg: TrainConfig, out: Path | None = None, data: Path | None = No
     from training import mesh as meshlib
     from training.bench_train import device_peak_flops
     from training.checkpointing import Checkpoints
-    from training.evaluate_bpb import BpbEvaluator
+    from training.eval.bpb import BpbEvaluator
     from training.loader import Loader
     from training.optim import lr_multiplier, make_optimizer
-    from training.shards import TokenizerMismatch, file_sha256, read_meta, tokenizer_file
+    from training.data.shards import TokenizerMismatch, file_sha256, read_meta, tokenizer_file
     from training.train_step import abstract_state, init_state, lm_loss_fn, make_train_step
 
     console = console or Console()

@@ -24,8 +24,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training import eval_agent, eval_bpb, eval_humaneval, eval_soul, eval_tokenizer
-from training.eval_results import Table, fmt, read_results
+from training.eval import agent as eval_agent, bpb as eval_bpb, humaneval as eval_humaneval
+from training.eval import soul as eval_soul, tokenizer as eval_tokenizer
+from training.eval.results import Table, fmt, read_results
 from training.report_md import (conversation_text, data_section, environment, fence, kv_table, log_samples,
                                 md_table, model_card, models_table)
 

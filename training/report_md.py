@@ -4,7 +4,7 @@ the corpus / shards / tokenizer summaries, transcripts, and the model card. Func
 """
 import json
 
-from training.eval_results import Table, fmt
+from training.eval.results import Table, fmt
 
 
 # --- Markdown pieces ----------------------------------------------------------------------------------

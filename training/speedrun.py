@@ -154,12 +154,12 @@ class Run:
 
 
 def _corpus_done(run: Run) -> bool:
-    from training.corpus_io import is_complete
+    from training.data.corpus_io import is_complete
     return is_complete(run.corpus)
 
 
 def _corpus(run: Run) -> dict:
-    from training.corpus import CorpusConfig, build_corpus, default_sources, directory_sources
+    from training.data.corpus import CorpusConfig, build_corpus, default_sources, directory_sources
     b = run.budget
     if b.stdlib_packages:
         stdlib = Path(sysconfig.get_paths()["stdlib"])
@@ -175,12 +175,12 @@ def _corpus(run: Run) -> dict:
 
 
 def _tokenizer_done(run: Run) -> bool:
-    from training.tokenizer_train import is_complete
+    from training.data.tokenizer_train import is_complete
     return is_complete(run.tokenizer, run.corpus)
 
 
 def _tokenizer(run: Run) -> dict:
-    from training.tokenizer_train import print_report, train_tokenizer
+    from training.data.tokenizer_train import print_report, train_tokenizer
     b = run.budget
     report = train_tokenizer(run.corpus, run.tokenizer, b.vocab, b.tokenizer_bytes, baseline=b.tokenizer_baseline)
     print_report(report)
@@ -188,12 +188,12 @@ def _tokenizer(run: Run) -> dict:
 
 
 def _tokens_done(run: Run) -> bool:
-    from training.shards import is_complete
+    from training.data.shards import is_complete
     return is_complete(run.tokens, run.tokenizer, run.corpus)
 
 
 def _tokens(run: Run) -> dict:
-    from training.shards import tokenize_corpus
+    from training.data.shards import tokenize_corpus
     meta = tokenize_corpus(run.corpus, run.tokenizer, run.tokens, progress=False)
     return {"train tokens": meta["splits"]["train"]["n_tokens"]}
 
@@ -265,7 +265,7 @@ def _tool_call_gate(run: Run, console) -> dict:
     use); gate.json says which."""
     from nanocode.checkpoint import load_model
     from nanocode.sampler import Sampler
-    from training.agent_tasks import make_suite
+    from training.eval.agent_tasks import make_suite
     from training.sft import tool_call_validity
 
     val = [{"messages": [{"role": "user", "content": task.prompt}]}
@@ -315,7 +315,7 @@ def _eval(run: Run, console) -> dict:
     An eval whose result is newer than the model is not run again, so a killed eval stage continues."""
     from nanocode import runtime
     from nanocode.checkpoint import load_model
-    from training.eval_results import print_table, write_result
+    from training.eval.results import print_table, write_result
 
     b = run.budget
     model_dir = final_model(run)
@@ -337,15 +337,15 @@ def _eval(run: Run, console) -> dict:
         print_table(summary_table(results[name]), console)
         write_result(model_dir, name, results[name])
 
-    from training import eval_bpb, eval_tokenizer
+    from training.eval import bpb as eval_bpb, tokenizer as eval_tokenizer
     run_eval("bpb", lambda: eval_bpb.evaluate(net, tok, model_dir, run.tokens, max_tokens=b.bpb_tokens),
              eval_bpb.summary_table)
     run_eval("tokenizer", lambda: eval_tokenizer.evaluate(tok, run.corpus, "val", int(b.tokenizer_eval_mb * 1e6)),
              eval_tokenizer.summary_table)
 
     from nanocode.sampler import Sampler
-    from training import eval_humaneval as he
-    from training.sandbox import Limits
+    from training.eval import humaneval as he
+    from training.eval.sandbox import Limits
     mode = "base" if info.get("meta", {}).get("stage") == "base" else "chat"
     sampler = Sampler(net)
     run_eval("humaneval", lambda: he.evaluate(sampler, tok, he.load_problems(b.humaneval_limit), mode=mode,
@@ -353,14 +353,14 @@ def _eval(run: Run, console) -> dict:
              he.summary_table)
 
     from agent.source import SamplerSource  # the agent loop imports no UI library (DESIGN.md)
-    from training import agent_tasks, eval_agent
+    from training.eval import agent_tasks, agent as eval_agent
     source = SamplerSource(sampler, context_len=net.config.seq_len, seed=0)
     tasks = agent_tasks.make_suite(b.agent_per_kind, 0, b.agent_kinds)
     run_eval("agent", lambda: eval_agent.evaluate(tasks, lambda task: source, tok, max_steps=b.agent_max_steps,
                                                   max_reply_tokens=b.reply_tokens),
              eval_agent.summary_table)
     if b.soul:
-        from training import eval_soul
+        from training.eval import soul as eval_soul
         run_eval("soul", lambda: eval_soul.evaluate(lambda prompt: source, tok, max_reply_tokens=b.reply_tokens),
                  eval_soul.summary_table)
 

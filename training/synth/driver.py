@@ -16,7 +16,7 @@ Outputs, in --out (default $NANOCODE_HOME/data/synth):
                                         violations, ...}}
     stats.json                         counts per family, fault, rule; written last (marks completion)
 Validation examples are made from source files that no training example uses (sources.Pool), and every
-conversation sharing a 13-word n-gram with a HumanEval problem is dropped (training/decontam.py).
+conversation sharing a 13-word n-gram with a HumanEval problem is dropped (training/data/decontam.py).
 """
 import json
 import os
@@ -71,7 +71,7 @@ _LLM = None
 
 def _init_worker(pool: Pool, cfg: SynthConfig) -> None:
     global _POOL, _CFG, _DECONTAM, _LLM
-    from training.decontam import Decontaminator
+    from training.data.decontam import Decontaminator
     _POOL, _CFG, _DECONTAM = pool, cfg, Decontaminator()
     if cfg.generator_url or cfg.critic_url:
         from training.synth.llm import Writer
@@ -89,7 +89,7 @@ def play(task: Task, seed: int, fault: str | None = None) -> list[dict]:
 
 
 def conversation_words(messages: list[dict]) -> list[str]:
-    from training.dedup import words
+    from training.data.dedup import words
     chunks = []
     for m in messages:
         if isinstance(m["content"], str):

@@ -2,7 +2,7 @@
 files and "what does f(3) give?" tasks) and which small mutations change that (for planted bugs).
 
 Only self-contained functions are probed (sources.Function.self_contained: parameters, locals and a few
-pure builtins, no I/O), and always inside training/sandbox.py's subprocess (rlimits, no network, a
+pure builtins, no I/O), and always inside training/eval/sandbox.py's subprocess (rlimits, no network, a
 throwaway directory), because a corpus function is still code we did not write.
 """
 import ast
@@ -12,7 +12,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from training.sandbox import Limits, run_python
+from training.eval.sandbox import Limits, run_python
 
 # Values with no quote, backslash, dollar or backtick: they go into `python -c "..."` shell commands.
 INTS = [0, 1, 2, 3, 7, 10, -4, 25]

@@ -79,7 +79,7 @@ def _files_from_dir(src: Path) -> list[SourceFile]:
 
 
 def _files_from_corpus(corpus: Path) -> tuple[list[SourceFile], list[SourceFile]]:
-    from training.corpus import read_documents
+    from training.data.corpus import read_documents
     splits = {}
     for split in ("train", "val"):
         rows = []

@@ -1,4 +1,4 @@
-"""Validation bits per byte, code and prose separately (the pretraining eval; `nanocode eval bpb` reuses it).
+"""Validation bits per byte, code and prose separately: the pretraining curve's eval and `nanocode eval bpb`.
 
 Bits per byte rather than loss per token, so that models with different tokenizers compare: the summed
 cross-entropy in bits over the validation targets divided by the UTF-8 bytes those targets stand for.
@@ -7,8 +7,11 @@ counts neither loss nor bytes.
 
 The rows are fixed: the validation documents of one kind, in shard order, each after a `<|bos|>`,
 concatenated and cut into rows of T+1 tokens (row r starts where row r-1's targets ended), no FIM. The
-same rows are used at every evaluation of a run, so the curve only moves with the model.
+same rows are used at every evaluation of a run, so the curve only moves with the model. `nanocode eval
+bpb` runs the same computation on a saved model, after checking that the token shards were made with the
+model's own tokenizer.
 """
+import json
 import math
 from pathlib import Path
 
@@ -19,7 +22,8 @@ from flax import nnx
 
 from training import mesh as meshlib
 from training.losses import token_losses_eval
-from training.shards import KINDS, TokenShards
+from training.data.shards import KINDS, TokenizerMismatch, TokenShards, read_meta
+from training.eval.results import Table, fmt
 
 
 def val_rows(token_dir: Path, kind: str, seq_len: int, max_tokens: int, split: str = "val") -> np.ndarray:
@@ -101,11 +105,44 @@ class BpbEvaluator:
         return result
 
 
-def evaluate_bpb(model, tokenizer, token_dir: Path, seq_len: int | None = None, batch_rows: int = 8,
-                 max_tokens: int = 2_097_152) -> dict:
-    """One-shot bits per byte of a GPT (e.g. a loaded model directory) on a token directory's validation
-    split; `nanocode eval bpb` calls this."""
+def default_token_dir(model_dir: Path) -> Path:
+    """The shards the model was trained on (the `data` its run's log.jsonl records, next to the model
+    directory), else $NANOCODE_HOME/data/tokens."""
+    log = Path(model_dir).parent / "log.jsonl"
+    if log.is_file():
+        with open(log, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(record, dict) and record.get("event") in ("start", "resume") and record.get("data"):
+                    return Path(record["data"])
+    from nanocode.lookup import nanocode_home
+    return nanocode_home() / "data" / "tokens"
+
+
+def evaluate(model, tok, model_dir: Path, token_dir: Path, *, max_tokens: int = 2_097_152,
+             batch_rows: int = 8, seq_len: int | None = None) -> dict:
+    """`nanocode eval bpb` of a GPT (e.g. a loaded model directory): {"bpb": {kind: bits/byte}, "tokens":
+    {kind: targets counted}, ...}. Raises ValueError when the shards were made with another tokenizer (their
+    bits per byte would be meaningless) or are missing."""
+    try:
+        meta = read_meta(token_dir, Path(model_dir))
+    except TokenizerMismatch:
+        raise ValueError(f"the token shards in {token_dir} were made with another tokenizer than the model's "
+                         f"({Path(model_dir) / 'tokenizer.json'}); pass --data with the shards it was trained "
+                         "on, or rebuild them with `nanocode data shards`") from None
+    if "val" not in meta.get("splits", {}):
+        raise ValueError(f"{token_dir} has no validation split; rebuild it with `nanocode data shards`")
     graphdef, params = nnx.split(model)
     seq_len = seq_len or model.config.seq_len
-    evaluator = BpbEvaluator(graphdef, token_dir, tokenizer.token_byte_lengths, seq_len, batch_rows, max_tokens)
-    return evaluator(params)
+    result = BpbEvaluator(graphdef, token_dir, tok.token_byte_lengths, seq_len, batch_rows, max_tokens)(params)
+    if not result["bpb"]:
+        raise ValueError(f"the validation split of {token_dir} holds no documents")
+    return result | {"data": str(token_dir), "max_tokens_per_kind": max_tokens, "seq_len": seq_len}
+
+
+def summary_table(result: dict) -> Table:
+    rows = [[kind, fmt(value, 4), fmt(result.get("tokens", {}).get(kind))] for kind, value in result["bpb"].items()]
+    return Table("Validation bits per byte", ["text", "bits/byte", "tokens"], rows)

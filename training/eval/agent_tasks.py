@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from training.sandbox import Limits, run_python
+from training.eval.sandbox import Limits, run_python
 
 KINDS = ("locate", "answer", "rename", "edit", "create", "run")
 

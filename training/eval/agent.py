@@ -1,4 +1,4 @@
-"""`nanocode eval agent`: the agentic tasks of training/agent_tasks.py, each in its own temporary workspace,
+"""`nanocode eval agent`: the agentic tasks of training/eval/agent_tasks.py, each in its own temporary workspace,
 run through the real agent loop (agent/loop.py) with every call approved automatically, and scored by the
 workspace and the answer they leave.
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nanocode.tokenizer import Tokenizer
-from training.agent_tasks import AgentTask, Step
-from training.eval_results import Table, fmt
+from training.eval.agent_tasks import AgentTask, Step
+from training.eval.results import Table, fmt
 
 # Error kinds the loop reports about the turn rather than about one call; any other Error kind is a
 # malformed tool call (the ToolCallError kinds of nanocode/template.py).

@@ -9,7 +9,7 @@ compression.json measure the same texts when given the same budget.
 from pathlib import Path
 
 from nanocode.tokenizer import Tokenizer
-from training.eval_results import Table, fmt
+from training.eval.results import Table, fmt
 
 KINDS = ("code", "prose")
 
@@ -17,8 +17,8 @@ KINDS = ("code", "prose")
 def default_corpus_dir(model_dir: Path) -> Path:
     """The corpus behind the shards the model was trained on (their meta.json names it), else
     $NANOCODE_HOME/data/corpus."""
-    from training.eval_bpb import default_token_dir
-    from training.shards import read_meta
+    from training.eval.bpb import default_token_dir
+    from training.data.shards import read_meta
 
     try:
         corpus = read_meta(default_token_dir(model_dir)).get("corpus")
@@ -45,7 +45,7 @@ def measure_kinds(tok: Tokenizer, texts_by_kind: dict[str, list[str]]) -> dict:
 
 
 def evaluate(tok: Tokenizer, corpus_dir, split: str = "val", max_bytes_per_kind: int = 8 << 20) -> dict:
-    from training.tokenizer_train import sample_texts
+    from training.data.tokenizer_train import sample_texts
 
     texts = {kind: sample_texts(corpus_dir, split, max_bytes_per_kind, kind) for kind in KINDS}
     return measure_kinds(tok, texts) | {"corpus": str(corpus_dir), "split": split,

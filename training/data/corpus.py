@@ -35,9 +35,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import NamedTuple
 
-from training import filters, licenses, pii, repo_docs
-from training.corpus_io import STATS, ShardWriter, is_complete, read_documents, replace_dir  # noqa: F401 (API)
-from training.dedup import Deduplicator, content_hash, signatures, words
+from training.data import filters, licenses, pii, repo_docs
+from training.data.corpus_io import STATS, ShardWriter, is_complete, read_documents, replace_dir  # noqa: F401 (API)
+from training.data.dedup import Deduplicator, content_hash, signatures, words
 
 # Directories that hold copies, caches or environments rather than a project's own source.
 SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", "node_modules", "site-packages", "dist-packages",
@@ -178,7 +178,7 @@ _worker: dict = {}
 
 
 def _init_worker(filter_config: filters.FilterConfig, ngram: int) -> None:
-    from training.decontam import Decontaminator
+    from training.data.decontam import Decontaminator
     _worker["filters"] = filter_config
     _worker["decontam"] = Decontaminator(ngram)
 

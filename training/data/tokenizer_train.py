@@ -27,7 +27,7 @@ from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
 from nanocode.tokenizer import SPECIAL_TOKENS, Tokenizer
-from training import corpus as corpus_stage
+from training.data import corpus as corpus_stage
 
 CODE_PATTERN = (
     r" ?[^\s\p{L}\p{N}]*(?:[ \t]*\r?\n)+[ \t]*"  # end-of-line symbols + line break(s) + next indentation

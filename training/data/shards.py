@@ -25,7 +25,7 @@ from typing import Iterable
 import numpy as np
 
 from nanocode.tokenizer import SPECIAL_TOKENS, Tokenizer
-from training import corpus as corpus_stage
+from training.data import corpus as corpus_stage
 
 META = "meta.json"
 FORMAT = "nanocode-tokens-v1"

@@ -1,5 +1,5 @@
 """The corpus on disk: parquet shards of documents plus `stats.json` (the format is documented in
-`training/corpus.py`), written through a temporary directory that replaces the old one in one rename."""
+`training/data/corpus.py`), written through a temporary directory that replaces the old one in one rename."""
 import shutil
 from pathlib import Path
 from typing import Iterator

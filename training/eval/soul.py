@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nanocode.tokenizer import Tokenizer
-from training.agent_tasks import make_project, write_files
-from training.eval_agent import run_episode
-from training.eval_results import Table, fmt
+from training.eval.agent_tasks import make_project, write_files
+from training.eval.agent import run_episode
+from training.eval.results import Table, fmt
 
 
 @dataclass(frozen=True)
