@@ -104,42 +104,11 @@ T=512, B=8, vocab 32768 (nanochat's trainer, fp32 eager: 1,301 tok/s = 3.15 s pe
   chunks (1,203 ms for the head against 877); unrolled chunks (977); Muon in bf16 (no gain).
 """
 import argparse
-import functools
 import itertools
 import json
 import resource
 import sys
 import time
-
-# Dense bf16 tensor-core peaks (no sparsity), by device_kind substring, FLOP/s.
-PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "GH200": 989e12, "A100": 312e12, "L40S": 362e12,
-             "L4": 121e12, "A10G": 70e12, "RTX 4090": 165e12, "B200": 2250e12}
-
-
-@functools.cache
-def device_peak_flops(device) -> tuple[float, str]:
-    """(peak FLOP/s, what it is) for MFU. CPUs have no published bf16 figure that XLA reaches, so there
-    the reference is a measured fp32 matmul: MFU then says how close the step gets to this machine's
-    best dense matmul."""
-    import jax
-    import jax.numpy as jnp
-    kind = device.device_kind
-    for name, peak in PEAK_BF16.items():
-        if name in kind:
-            return peak, f"{kind} dense bf16 peak"
-    if device.platform == "cpu":
-        n = 1024
-        a = jnp.ones((n, n), jnp.float32)
-        f = jax.jit(lambda a: a @ a)
-        f(a).block_until_ready()
-        best = 0.0
-        for _ in range(5):  # the best of five: other processes on the machine only ever slow it down
-            t = time.perf_counter()
-            f(a).block_until_ready()
-            best = max(best, 2 * n ** 3 / (time.perf_counter() - t))
-        return best, "measured fp32 1024^3 matmul on this CPU"
-    return float("nan"), f"{kind}: unknown peak"
-
 
 def _time(fn, *args, steps: int, warmup: int = 2):
     import jax
@@ -295,6 +264,7 @@ def bench_one(depth: int, batch: int, seq: int, vocab: int, steps: int, remat: s
     dt = (time.perf_counter() - t) / steps
     tok_s = global_rows * seq / dt
     flops = model_cfg.flops_per_token() * tok_s
+    from training.common import device_peak_flops
     peak, peak_what = device_peak_flops(jax.devices()[0])
     stats = jax.devices()[0].memory_stats() or {}
     row = dict(depth=depth, batch=batch, seq=seq, vocab=vocab, devices=n_dev, remat=remat, muon_dtype=muon_dtype,

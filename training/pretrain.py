@@ -64,7 +64,7 @@ def train_base(cfg: TrainConfig, out: Path | None = None, data: Path | None = No
     from nanocode.model import GPT
     from nanocode.tokenizer import Tokenizer, TokenizerError
     from training import mesh as meshlib
-    from training.bench_train import device_peak_flops
+    from training.common import device_peak_flops
     from training.checkpointing import Checkpoints
     from training.eval.bpb import BpbEvaluator
     from training.loader import Loader
