@@ -1,11 +1,11 @@
-"""bf16 training matmuls on CPU: the mixed-precision path of model.dense and model.Attention.
+"""bf16 training matmuls on CPU: the mixed-precision path of ops.matmul and ops.attention.
 
 On CPUs with bf16 dot instructions (runtime.train_matmul_dtype) XLA's matmuls (YNNPACK) run bf16 inputs at
 ~2x the fp32 rate, but only with row-major x row-major operands: with a transposed operand XLA silently
 runs the matmul as fp32 (2-core EPYC, [4096, 32768] x [32768, 256]: 570 ms as d @ w.T, 190 ms with w.T
-laid out row-major). Autodiff gives every backward matmul a transposed operand, so the backward passes
-here are written by hand with their operands copied row-major (`row_major`). Inputs are rounded to bf16;
-accumulation, scores and softmax stay fp32. Measured: training/bench_train.py (the CPU table).
+laid out row-major, 2026-11-22). Autodiff gives every backward matmul a transposed operand, so the backward
+passes here are written by hand with their operands copied row-major (`row_major`). Inputs are rounded to
+bf16; accumulation, scores and softmax stay fp32. Measurements: training/LOG.md.
 """
 import math
 from functools import partial
@@ -63,7 +63,7 @@ def causal_attention(q_BxTxNxH, k_BxTxNxH, v_BxTxNxH, dtype):
     """softmax(q k^T / sqrt(H) + causal mask) v, [B, T, N, H] in q's dtype (fp32); the matmuls take `dtype`
     (bf16) inputs. k and v have as many heads as q (repeat GQA heads before). XLA's own CPU attention
     (jax.nn.dot_product_attention) runs in fp32: 63 ms forward + backward per layer against 39 here (depth
-    4: B=8, T=512, 2 heads of 128)."""
+    4: B=8, T=512, 2 heads of 128; 2026-11-22)."""
     return _attention_fwd(q_BxTxNxH, k_BxTxNxH, v_BxTxNxH, dtype)[0]
 
 

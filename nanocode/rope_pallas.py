@@ -1,18 +1,18 @@
-"""q/k RoPE + QK-norm as Pallas kernels: nanocode.model.qkv_heads with rope_impl="pallas" (what "auto",
-the default, picks on NVIDIA GPUs).
+"""q/k RoPE + QK-norm as Pallas kernels: the "pallas" form of nanocode.ops.qkv_heads (what "auto", the
+default, picks on NVIDIA GPUs).
 
 XLA cannot fuse a row reduction with the elementwise pass that needs its result, so its best is a pass
 for the norm's sum of squares and one for the output (forward), one for the gradient's mean(dy * y) and
 one that writes dL/dqkv (backward). These kernels hold a block of rows of one head in registers and do
 each direction in one pass: q and k read once, y written once; dL/dqkv written once. On an H200 at depth
-12 they take a train step from 124.3-124.8 ms (rope_impl="flip") to 121.5-121.9
-(training/bench_train.py, round-robin in one process).
+12: 113.8-114.0 ms per train step against 115.9-116.3 with the "flip" form (2026-11-22, `python -m
+training.bench_train --rope-impl flip,auto --repeat 2`; training/LOG.md).
 
 Sharded jits (data parallel, FSDP): every row of the kernels' output depends only on the same row of their
 inputs, so under a mesh each device runs them on its own rows (nanocode/per_device.py). On CPU they run in
 Pallas's interpreter (the tests).
 
-cos, sin: [B*T, H/2] fp32, row r for position pos[r // T, r % T] (model._flat_cos_sin).
+cos, sin: [B*T, H/2] fp32, row r for position pos[r // T, r % T] (ops._flat_cos_sin).
 """
 from functools import partial
 
@@ -73,7 +73,7 @@ def _qkv_grad_kernel(gq_ref, yq_ref, sq_ref, gk_ref, yk_ref, sk_ref, gv_ref, cos
     head = pl.program_id(0)
 
     def rope_norm_grad(g_ref, y_ref, s_ref):
-        # _rms_norm_grad then _unrotate, on one block of rows of one head.
+        # ops._rms_norm_grad then the inverse rotation, on one block of rows of one head.
         cos, sin, s = cos_ref[...], sin_ref[...], s_ref[...]
         g1, g2 = g_ref[:, :h2].astype(jnp.float32), g_ref[:, h2:].astype(jnp.float32)
         y1, y2 = y_ref[:, :h2].astype(jnp.float32), y_ref[:, h2:].astype(jnp.float32)

@@ -11,9 +11,6 @@ import jax.numpy as jnp
 
 from nanocode.lookup import nanocode_home
 
-
-
-
 _jax_ready = False
 
 
@@ -70,11 +67,9 @@ def train_matmul_dtype(platform: str | None = None):
     """The dtype of the training matmuls' inputs (accumulation and outputs stay in the compute dtype):
     the compute dtype on accelerators; on CPU bf16 where the CPU has bf16 dot instructions, else fp32.
 
-    The 2-core EPYC here (AVX512-BF16), depth 4, T=512, B=8, vocab 32768 (training/bench_train.py): 2,575-
-    2,621 ms per train step with fp32 matmuls, 2,204 with bf16 inputs in the layouts autodiff gives (XLA
-    ran the transposed ones as fp32: its bf16 dots are row-major x row-major only), 1,825-1,918 with every
-    backward operand laid out row-major (nanocode/cpu_matmul.py). Decoding keeps fp32 (bf16
-    [1, C] x [C, V] matmuls are ~10x slower there).
+    On the 2-core CPU (AVX512-BF16), depth 4: ~2.6 s per train step with fp32 matmuls, ~1.9 with bf16 inputs
+    and every backward operand laid out row-major (nanocode/cpu_matmul.py; 2026-11-22, training/LOG.md).
+    Decoding keeps fp32 (bf16 [1, C] x [C, V] matmuls are ~10x slower there).
     NANOCODE_CPU_MATMUL=float32|bfloat16 overrides the CPU choice."""
     platform = platform or backend()
     if platform != "cpu":
@@ -85,19 +80,6 @@ def train_matmul_dtype(platform: str | None = None):
             raise ValueError(f"NANOCODE_CPU_MATMUL={forced!r}: use 'float32' or 'bfloat16'")
         return jnp.dtype(forced)
     return jnp.dtype(jnp.bfloat16 if cpu_has_bf16_dot() else jnp.float32)
-
-
-def decode_weights_out_in(platform: str | None = None) -> bool:
-    """Whether the sampler keeps its weights transposed, [out, in] (see model.dense): yes on GPU, where
-    batch-1 matmuls become reductions that want the contiguous axis; no on CPU, where XLA's own matmul
-    is faster with [in, out] (2-core EPYC, depth 6: 1.6 vs 1.9 ms for the block matmuls, and 1.5 vs
-    2.1 ms for a vocab-32768 head). NANOCODE_DECODE_LAYOUT=in_out|out_in overrides (to measure)."""
-    forced = os.environ.get("NANOCODE_DECODE_LAYOUT")
-    if forced:
-        if forced not in ("in_out", "out_in"):
-            raise ValueError(f"NANOCODE_DECODE_LAYOUT={forced!r}: use 'in_out' or 'out_in'")
-        return forced == "out_in"
-    return (platform or backend()) == "gpu"
 
 
 def attention_impl(platform: str | None = None, dtype=None, seq_len: int | None = None) -> str | None:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from nanocode import runtime
+from nanocode import decode_layout, runtime
 from nanocode.model import GPT, init_cache
 
 PAD = -1            # what a finished row emits in the output buffer
@@ -159,16 +159,15 @@ class Sampler:
         runtime.setup_jax()
         self.config = model.config
         self.dtype = model.dtype
-        # The inference copy of the weights: cast once to the compute dtype (on GPU each decode step then
-        # reads bf16, half the bytes, with no cast kernels) and, on GPU, transposed (model.dense).
-        out_in = runtime.decode_weights_out_in()
-        params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-        params = jax.tree_util.tree_map_with_path(
-            lambda path, p: (p.T if out_in and p.ndim == 2 and path[-1].key != "wte" else p).astype(model.dtype),
-            params)
-        infer = nnx.eval_shape(lambda: GPT(model.config, rngs=nnx.Rngs(0), dtype=model.dtype, out_in=out_in))
-        self.graphdef, self.params = nnx.split(infer)
-        nnx.replace_by_pure_dict(self.params, params)
+        # The inference copy of the weights, cast once to the compute dtype (on GPU each decode step then
+        # reads bf16, half the bytes, with no cast kernels); on GPU transposed (nanocode/decode_layout.py).
+        if decode_layout.use_transposed():
+            self.graphdef, self.params = nnx.split(decode_layout.TransposedGPT(model))
+        else:
+            params = jax.tree.map(lambda p: p.astype(model.dtype), nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+            infer = nnx.eval_shape(lambda: GPT(model.config, rngs=nnx.Rngs(0), dtype=model.dtype))
+            self.graphdef, self.params = nnx.split(infer)
+            nnx.replace_by_pure_dict(self.params, params)
         self.chunk = chunk
         self.unroll = unroll
         self._prefill, self._decode = _programs()

@@ -1,4 +1,5 @@
-"""The GPT: config derivation and validation, causality, the KV-cache path against the full forward."""
+"""The GPT: config derivation and validation, causality, the KV-cache path against the full forward, and
+every fast op of the training forward (nanocode/ops.py) against the plain reference it replaces."""
 import functools
 import re
 
@@ -8,8 +9,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from nanocode.model import (ROPE_IMPLS, GPT, ConfigError, ModelConfig, forward, init_cache, qkv_heads, rms_norm, rotary,
-                            split_heads)
+from nanocode import ops
+from nanocode.model import GPT, ConfigError, ModelConfig, forward, init_cache, rms_norm, rotary, split_heads
 
 
 @functools.cache
@@ -138,9 +139,9 @@ def test_kv_cache_prefill_and_steps_match_full_forward():
         pos = pos + 1
 
 
-def fp32_residual_reference(model: GPT, ids_BxT):
-    """The forward as written before the residual dtype became a choice: fp32 residual stream, every
-    norm and the q/k/v split through plain JAX ops. Built from the model's weights only."""
+def reference_forward(model: GPT, ids_BxT):
+    """The oracle: the forward in plain JAX ops (fp32 residual stream, every norm and the q/k/v split as
+    written in the model's rms_norm and rotary), differentiated by JAX's autodiff. Reads only the weights."""
     c, dt = model.config, model.dtype
     B, T = ids_BxT.shape
     N, K, H = c.n_head, c.n_kv_head, c.head_dim_
@@ -161,7 +162,7 @@ def fp32_residual_reference(model: GPT, ids_BxT):
 
 
 def _with_settings(model: GPT, **kwargs) -> GPT:
-    """The same weights under other runtime settings (dtype, residual_dtype, norm_vjp, qkv_vjp)."""
+    """The same weights under other runtime settings (dtype, residual_dtype, matmul_dtype)."""
     graphdef = nnx.split(nnx.eval_shape(lambda: GPT(model.config, rngs=nnx.Rngs(0), **kwargs)))[0]
     return nnx.merge(graphdef, nnx.state(model))
 
@@ -173,7 +174,7 @@ def _residual_adds(fn, *args, dtype: str, shape) -> int:
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])  # bf16: the GPU compute dtype, forced on CPU
-def test_residual_dtype_default_is_unchanged_and_bf16_stays_close(dtype):
+def test_residual_dtype_default_matches_the_reference_and_bf16_stays_close(dtype):
     config = ModelConfig(depth=2, vocab_size=300, seq_len=32, head_dim=32, gqa_ratio=2)
     base = random_model(config, seed=3)
     ids = jnp.asarray(np.random.default_rng(3).integers(0, 300, (2, 12)), jnp.int32)
@@ -181,12 +182,11 @@ def test_residual_dtype_default_is_unchanged_and_bf16_stays_close(dtype):
     assert default.residual_dtype == jnp.float32 and low.residual_dtype == jnp.bfloat16
     run = jax.jit(lambda m, ids: m(ids))
     logits = run(default, ids)
-    # The default path (fp32 residual, hand-written backwards) computes what it did before: exactly with
-    # split_heads' ops (rope_impl="split"), to fp32 rounding with the flip form of RoPE (what the default,
-    # "auto", is on CPU; XLA fuses it differently).
-    reference = jax.jit(fp32_residual_reference)(default, ids)
-    np.testing.assert_array_equal(run(_with_settings(base, dtype=dtype, rope_impl="split"), ids), reference)
-    tol = 1e-6 if dtype == jnp.float32 else 1e-2  # bf16: a few bf16 steps of a logit
+    # The default path (fp32 residual, the fast ops) computes the reference's function: to fp32 rounding
+    # (the flip form of RoPE, which the default is on CPU, is fused differently by XLA), in bf16 within a
+    # few bf16 steps of a logit.
+    reference = jax.jit(reference_forward)(default, ids)
+    tol = 1e-6 if dtype == jnp.float32 else 1e-2
     np.testing.assert_allclose(logits, reference, rtol=0, atol=tol * config.softcap)
     # A bf16 residual stream: the adds really run in bf16, and the logits stay within bf16 rounding.
     shape = (2, 12, config.width)
@@ -199,25 +199,37 @@ def test_residual_dtype_default_is_unchanged_and_bf16_stays_close(dtype):
     assert err.mean() < 0.02 * float(np.abs(logits).mean()) and err.max() < 0.05 * config.softcap
 
 
-def test_hand_written_norm_and_qkv_backward_match_autodiff():
+def _value_and_grads(model: GPT, fn, ids, weights):
+    """sum(fn(model, ids) * weights) and its gradient for every parameter (every logit matters)."""
+    graphdef, params = nnx.split(model)
+    return jax.jit(jax.value_and_grad(lambda p: jnp.sum(fn(nnx.merge(graphdef, p), ids) * weights)))(params)
+
+
+@pytest.mark.parametrize("form", ops.QKV_FORMS)
+def test_every_qkv_form_trains_the_reference_model(form):
+    # The model's training forward and backward (hand-written norm and q/k/v backwards, each form of
+    # ops.qkv_heads) against the reference forward through JAX's autodiff, in fp32.
     config = ModelConfig(depth=2, vocab_size=300, seq_len=32, head_dim=32, gqa_ratio=2)
-    base = random_model(config, seed=4)
-    ids = jnp.asarray(np.random.default_rng(4).integers(0, 300, (2, 12)), jnp.int32)
-    weights = jax.random.normal(jax.random.key(5), (2, 12, 300))
-    grads = []
-    for hand in (True, False):
-        graphdef, params = nnx.split(_with_settings(base, dtype=jnp.float32, norm_vjp=hand, qkv_vjp=hand))
-        loss = lambda p: jnp.sum(forward(graphdef, p, ids) * weights)  # noqa: E731 - every logit matters
-        grads.append(jax.jit(jax.grad(loss))(params))
-    for hand, auto in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
-        assert float(jnp.abs(auto).max()) > 0
-        np.testing.assert_allclose(hand, auto, atol=1e-5 * float(jnp.abs(auto).max()))
+    model = _with_settings(random_model(config, seed=8), dtype=jnp.float32)
+    ids = jnp.asarray(np.random.default_rng(8).integers(0, 300, (2, 12)), jnp.int32)
+    weights = jax.random.normal(jax.random.key(9), (2, 12, 300))
+    ref_value, ref_grads = _value_and_grads(model, reference_forward, ids, weights)
+    with ops.qkv_form(form):
+        value, grads = _value_and_grads(model, GPT.__call__, ids, weights)
+    # The loss is sum(w * logits) over 7200 terms that cancel (~14 against a sum of |w * logit| of ~1.5e4),
+    # so a tolerance relative to it is unsound (fp32 sums in another order moved it by 1.3e-5 relative):
+    # logits within tol of the reference's (the test above) put it within tol * sum(|w|) of the reference's.
+    tol = 1e-6 * config.softcap
+    np.testing.assert_allclose(value, ref_value, rtol=0, atol=tol * float(jnp.abs(weights).sum()))
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True):
+        assert float(jnp.abs(want).max()) > 0
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(jnp.abs(want).max()))
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_every_rope_impl_matches_split_heads_and_its_autodiff(dtype):
-    # The training path's q/k/v (qkv_heads, each rope_impl) against split_heads, the sampler's ops, with
-    # grouped-query attention (N != K) and positions that do not start at 0.
+def test_every_qkv_form_matches_split_heads_and_its_autodiff(dtype):
+    # ops.qkv_heads in each form against split_heads (the KV-cache path's ops) and JAX's autodiff of it,
+    # with grouped-query attention (N != K) and positions that do not start at 0.
     B, T, N, K, H, base = 2, 12, 4, 2, 32, 10000.0
     qkv = (3 * jax.random.normal(jax.random.key(6), (B, T, (N + 2 * K) * H))).astype(dtype)
     pos = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32) + 5, (B, T))
@@ -228,40 +240,40 @@ def test_every_rope_impl_matches_split_heads_and_its_autodiff(dtype):
         return [a.astype(jnp.float32) for a in (*out, vjp(cts)[0])]
     ref = [np.asarray(a) for a in jax.jit(functools.partial(
         outputs, lambda x, p: split_heads(x, p, N, K, H, base)))(qkv, pos, cts)]
-    for impl in ROPE_IMPLS:
+    for form in ops.QKV_FORMS:
         got = [np.asarray(a) for a in jax.jit(functools.partial(
-            outputs, lambda x, p, impl=impl: qkv_heads(x, p, N, K, H, base, impl)))(qkv, pos, cts)]
+            outputs, lambda x, p, form=form: ops.qkv_heads(x, p, N, K, H, base, form)))(qkv, pos, cts)]
         assert [a.shape for a in got] == [(B, T, N, H), (B, T, K, H), (B, T, K, H), (B, T, (N + 2 * K) * H)]
         scale = [float(np.abs(r).max()) for r in ref]
         # The forward: fp32 to rounding, bf16 within one bf16 step of each value; v is passed through.
         tol = 1e-6 if dtype == jnp.float32 else 2.0 ** -7
         for a, r, m in zip(got[:2], ref[:2], scale):
-            np.testing.assert_allclose(a, r, rtol=0, atol=tol * m, err_msg=impl)
+            np.testing.assert_allclose(a, r, rtol=0, atol=tol * m, err_msg=form)
         np.testing.assert_array_equal(got[2], ref[2])
-        if impl == "split":
-            for a, r in zip(got[:2], ref[:2]):
-                np.testing.assert_array_equal(a, r)  # split_heads' own ops
         # The hand-written backward against JAX's autodiff of split_heads.
         tol = 1e-5 if dtype == jnp.float32 else 2e-2
-        np.testing.assert_allclose(got[3], ref[3], rtol=0, atol=tol * scale[3], err_msg=impl)
+        np.testing.assert_allclose(got[3], ref[3], rtol=0, atol=tol * scale[3], err_msg=form)
 
 
-def test_rope_impl_is_checked_and_every_one_trains_the_same_model():
-    with pytest.raises(ValueError, match="rope_impl must be one of auto, split, flip, pallas, got 'rotate'"):
-        GPT(ModelConfig(depth=1, vocab_size=100, seq_len=16), rngs=nnx.Rngs(0), rope_impl="rotate")
-    config = ModelConfig(depth=2, vocab_size=300, seq_len=32, head_dim=32, gqa_ratio=2)
-    base = random_model(config, seed=8)
-    ids = jnp.asarray(np.random.default_rng(8).integers(0, 300, (2, 12)), jnp.int32)
-    weights = jax.random.normal(jax.random.key(9), (2, 12, 300))
-    results = []
-    for impl in ROPE_IMPLS:
-        model = _with_settings(base, dtype=jnp.float32, rope_impl=impl)
-        assert {b.attn.rope_impl for b in model.blocks} == {impl}
-        graphdef, params = nnx.split(model)
-        loss = lambda p: jnp.sum(forward(graphdef, p, ids) * weights)  # noqa: E731
-        results.append(jax.jit(jax.value_and_grad(loss))(params))
-    (loss_ref, grads_ref), others = results[0], results[1:]
-    for loss_value, grads in others:
-        np.testing.assert_allclose(loss_value, loss_ref, rtol=1e-5)
-        for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
-            np.testing.assert_allclose(got, want, atol=1e-5 * float(jnp.abs(want).max()))
+def test_norm_to_is_rms_norm_with_its_gradient():
+    x = 3 * jax.random.normal(jax.random.key(10), (4, 6, 64))
+    g = jax.random.normal(jax.random.key(11), (4, 6, 64))
+    for dtype, tol in ((jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)):  # bf16: its backward reads the rounded y
+        y, vjp = jax.vjp(lambda x: ops.norm_to(x, dtype), x)
+        want, want_vjp = jax.vjp(lambda x: rms_norm(x).astype(dtype), x)
+        np.testing.assert_array_equal(y, want)  # rms_norm's own ops
+        dx, want_dx = vjp(g.astype(dtype))[0], want_vjp(g.astype(dtype))[0]
+        assert dx.dtype == x.dtype
+        np.testing.assert_allclose(dx, want_dx, rtol=0, atol=tol * float(jnp.abs(want_dx).max()))
+
+
+def test_qkv_form_is_checked_and_scoped():
+    with pytest.raises(ValueError, match="qkv form must be one of auto, flip, pallas, got 'split'"):
+        ops.resolve_form("split")
+    with pytest.raises(ValueError, match="qkv form must be one of auto, flip, pallas, got 'rotate'"):
+        with ops.qkv_form("rotate"):
+            pass
+    assert ops.resolve_form() == "flip"  # "auto" on CPU
+    with ops.qkv_form("pallas"):
+        assert ops.resolve_form() == "pallas" and ops.resolve_form("flip") == "flip"  # an explicit form wins
+    assert ops.resolve_form() == "flip"

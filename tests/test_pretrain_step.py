@@ -182,16 +182,41 @@ def test_a_step_on_8_devices_matches_1_device_data_parallel_and_fsdp():
 
 
 def test_bench_train_rows_and_the_rope_check_on_this_backend():
-    """`nanocode bench train` runs the real step at a tiny shape, and --check-rope (the on-device check of
-    every rope_impl, the Pallas kernel included) finds them all equal to split_heads + autodiff."""
+    """`nanocode bench train` runs the real step at a tiny shape in each form of ops.qkv_heads, and
+    --check-rope (the on-device check of every form, the Pallas kernel included) finds them all equal to
+    split_heads + autodiff."""
     from training import bench_train
-    rows = bench_train.run((1,), (2,), (32,), 256, 1, rope_impl=("flip", "split"), echo=lambda _: None)
-    assert [r["rope_impl"] for r in rows] == ["flip", "split"]
+    rows = bench_train.run((1,), (2,), (32,), 256, 1, rope_impl=("flip", "pallas"), echo=lambda _: None)
+    assert [r["rope_impl"] for r in rows] == ["flip", "pallas"]
     assert all("error" not in r and r["tok_s"] > 0 and np.isfinite(r["loss"]) for r in rows)
-    checks = bench_train.check_rope(1, 2, 32, ("split", "flip", "pallas"), echo=lambda _: None)
-    assert [c["rope_impl"] for c in checks] == ["split", "flip", "pallas"]
+    assert rows[0]["loss"] == pytest.approx(rows[1]["loss"], rel=1e-4)
+    checks = bench_train.check_rope(1, 2, 32, ("auto", "flip", "pallas"), echo=lambda _: None)
+    assert [c["rope_impl"] for c in checks] == ["auto", "flip", "pallas"]
     for c in checks:
         assert "error" not in c and max(c["q"], c["k"], c["v"], c["dqkv"]) < 1e-5, c
+
+
+def test_bench_train_main_validates_its_flags(capsys):
+    """bench_train.main(argv), what `nanocode bench train ARGS` runs: the CLI's flags, bad ones refused with
+    exit status 2 and a message that names them."""
+    from training import bench_train
+    for args, message in ((["--depth", "a,2"], "--depth, --batch and --seq take integers"),
+                          (["--matmul-dtype", "fp16"], "--matmul-dtype auto, float32 or bfloat16 (got ['fp16'])"),
+                          (["--remat", "some"], "--remat takes none, dots or full (got ['some'])"),
+                          (["--steps", "0"], "--depth/--batch/--seq/--steps/--repeat must be positive"),
+                          (["--rope-impl", "split"], "--rope-impl takes auto, flip, pallas (got split)")):
+        with pytest.raises(SystemExit) as exit_:
+            bench_train.main(args)
+        assert exit_.value.code == 2 and message in capsys.readouterr().err, args
+    args = ["--depth", "1", "--batch", "2", "--seq", "32", "--vocab", "256", "--steps", "1", "--no-fsdp",
+            "--matmul-dtype", "float32"]
+    assert bench_train.main(args) == 0
+    out = capsys.readouterr().out
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [(r["fsdp"], r["matmul"]) for r in rows] == [(False, "float32")]
+    # A run that fails (an unknown Muon dtype: TrainConfig refuses it) is a row with its error: exit status 1.
+    assert bench_train.main(args + ["--muon-dtype", "float16"]) == 1
+    assert "1 of 1 runs failed" in capsys.readouterr().err
 
 
 def test_bench_train_command_compares_matmul_dtypes_and_rejects_bad_flags():

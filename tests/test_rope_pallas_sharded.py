@@ -1,6 +1,7 @@
 """The Pallas q/k RoPE + QK-norm kernels under a sharded train step (8 CPU devices, the kernels in Pallas's
 interpreter): the same loss and parameters as the flip form and as one device, no activation gathered
-(each device runs the kernels on its own rows in a shard_map), and where rope_impl "auto" takes them."""
+(each device runs the kernels on its own rows in a shard_map), and where the form "auto" takes them
+(nanocode/ops.qkv_heads)."""
 import json
 import os
 import subprocess
@@ -14,8 +15,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from nanocode import per_device
-from nanocode.model import GPT, ModelConfig, qkv_heads, resolve_rope_impl
+from nanocode import ops, per_device
+from nanocode.model import GPT, ModelConfig, forward
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,7 +34,7 @@ EIGHT_DEVICES = textwrap.dedent("""
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax, numpy as np, optax
     from flax import nnx
-    from nanocode import model as model_lib, per_device
+    from nanocode import ops, per_device
     from nanocode.model import GPT, ModelConfig
     from training import mesh as meshlib
     from training.train_step import init_state, lm_loss_fn, make_train_step, sharded_init
@@ -54,40 +55,41 @@ EIGHT_DEVICES = textwrap.dedent("""
     results = {}
     for name, n_dev, fsdp, impl in (("one_flip", 1, False, "flip"), ("dp8_flip", 8, False, "flip"),
                                     ("dp8_pallas", 8, False, "pallas"), ("fsdp8_pallas", 8, True, "pallas")):
-        graphdef = nnx.split(nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(0), rope_impl=impl)))[0]
-        mesh = meshlib.make_mesh(jax.devices()[:n_dev])
-        state, shardings = sharded_init(build, mesh, fsdp)
-        before = [np.asarray(x) for x in jax.tree.leaves(state["params"])]
-        bs = meshlib.batch_sharding(mesh)
-        step = make_train_step(lm_loss_fn(graphdef, ce_impl="pallas" if impl == "pallas" else "xla"), optimizer,
-                               shardings, bs)
-        batch = {"tokens": meshlib.global_batch(tokens, bs, tokens.shape)}
-        row = {}
-        if name == "dp8_pallas":
-            # The program that runs, compiled once: its collectives. And the same jit traced without the
-            # mesh in context, where XLA must gather the kernels' operands: what this check would see.
-            row["gathers_without_mesh"] = gathers(step.jitted.lower(state, batch).compile().as_text())
-            compiled = step.lower(state, batch).compile()
-            row["gathers"] = gathers(compiled.as_text())
-            state, metrics = compiled(state, batch)
-        else:
-            if name == "fsdp8_pallas":
-                row["gathers"] = gathers(step.lower(state, batch).compile().as_text())
-                row["jaxpr"] = str(step.trace(state, batch).jaxpr)
-            state, metrics = step(state, batch)
+        graphdef = nnx.split(nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(0))))[0]
+        with ops.qkv_form(impl):  # every trace of the step below
+            mesh = meshlib.make_mesh(jax.devices()[:n_dev])
+            state, shardings = sharded_init(build, mesh, fsdp)
+            before = [np.asarray(x) for x in jax.tree.leaves(state["params"])]
+            bs = meshlib.batch_sharding(mesh)
+            step = make_train_step(lm_loss_fn(graphdef, ce_impl="pallas" if impl == "pallas" else "xla"), optimizer,
+                                   shardings, bs)
+            batch = {"tokens": meshlib.global_batch(tokens, bs, tokens.shape)}
+            row = {}
+            if name == "dp8_pallas":
+                # The program that runs, compiled once: its collectives. And the same jit traced without the
+                # mesh in context, where XLA must gather the kernels' operands: what this check would see.
+                row["gathers_without_mesh"] = gathers(step.jitted.lower(state, batch).compile().as_text())
+                compiled = step.lower(state, batch).compile()
+                row["gathers"] = gathers(compiled.as_text())
+                state, metrics = compiled(state, batch)
+            else:
+                if name == "fsdp8_pallas":
+                    row["gathers"] = gathers(step.lower(state, batch).compile().as_text())
+                    row["jaxpr"] = str(step.trace(state, batch).jaxpr)
+                state, metrics = step(state, batch)
         row["loss"] = float(metrics["loss"])
         row["updates"] = [(np.asarray(x) - b).ravel().tolist() for x, b in zip(jax.tree.leaves(state["params"]), before)]
         results[name] = row
     results["param_shapes"] = sorted({"f32[%s]" % ",".join(map(str, x.shape))
                                       for x in jax.tree.leaves(state["params"])})
 
-    # rope_impl "auto" on an NVIDIA GPU (pretended: the kernels still run interpreted): 8 devices with no
+    # the form "auto" on an NVIDIA GPU (pretended: the kernels still run interpreted): 8 devices with no
     # mesh in context take flip, which XLA partitions; with a mesh (any size) the kernels, per device.
     per_device.cuda_gpu = lambda: True
-    auto = {"no_mesh": model_lib.resolve_rope_impl("auto")}
+    auto = {"no_mesh": ops.resolve_form("auto")}
     for n in (1, 8):
         with jax.set_mesh(meshlib.make_mesh(jax.devices()[:n])):
-            auto[f"mesh{n}"] = model_lib.resolve_rope_impl("auto")
+            auto[f"mesh{n}"] = ops.resolve_form("auto")
     graphdef = nnx.split(nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(0))))[0]
     mesh = meshlib.make_mesh()
     state, shardings = sharded_init(build, mesh, False)
@@ -111,7 +113,7 @@ def test_sharded_pallas_step_on_8_devices():
     # The same loss and parameters as flip on one device: data parallel and FSDP, flip and the kernels.
     one = eight_devices["one_flip"]
     for name in ("dp8_flip", "dp8_pallas", "fsdp8_pallas"):
-        # tests/test_model.py's tolerances between rope_impls: the kernels sum in another order.
+        # tests/test_model.py's tolerances between the forms: the kernels sum in another order.
         np.testing.assert_allclose(eight_devices[name]["loss"], one["loss"], rtol=1e-5, err_msg=name)
         for got, want in zip(eight_devices[name]["updates"], one["updates"], strict=True):
             scale = float(np.abs(want).max())
@@ -133,7 +135,7 @@ def test_sharded_pallas_step_on_8_devices():
     # The kernels run inside a shard_map (2 q/k calls + 1 gradient per layer, 2 cross-entropy passes).
     assert fsdp["jaxpr"].count("pallas_call") >= 5 and "shard_map" in fsdp["jaxpr"]
 
-    # rope_impl "auto" takes the kernels only where they run per device.
+    # The form "auto" takes the kernels only where they run per device.
     auto = eight_devices["auto"]
     assert (auto["no_mesh"], auto["mesh1"], auto["mesh8"]) == ("flip", "pallas", "pallas")
     # make_train_step's step traces the default model under its mesh: the kernels, each on its rows.
@@ -141,17 +143,21 @@ def test_sharded_pallas_step_on_8_devices():
 
 
 def test_auto_is_the_default_and_is_flip_on_cpu():
-    assert resolve_rope_impl("auto") == "flip" and not per_device.cuda_gpu()
-    for impl in ("split", "flip", "pallas"):
-        assert resolve_rope_impl(impl) == impl
-    with pytest.raises(ValueError, match="rope_impl must be one of auto, split, flip, pallas, got 'triton'"):
-        resolve_rope_impl("triton")
-    model = GPT(ModelConfig(depth=1, vocab_size=100, seq_len=16), rngs=nnx.Rngs(0))
-    assert model.rope_impl == "auto" and {b.attn.rope_impl for b in model.blocks} == {"auto"}
-    # The same program as flip: "auto" is resolved before anything is traced.
+    assert ops.resolve_form() == ops.resolve_form("auto") == "flip" and not per_device.cuda_gpu()
+    for form in ("flip", "pallas"):
+        assert ops.resolve_form(form) == form
+    with pytest.raises(ValueError, match="qkv form must be one of auto, flip, pallas, got 'triton'"):
+        ops.resolve_form("triton")
+    # The same program as flip: "auto" is resolved before anything is traced; the default model's training
+    # step on CPU has no kernel in it.
     B, T, N, K, H = 2, 8, 4, 2, 16
     qkv = jax.random.normal(jax.random.key(0), (B, T, (N + 2 * K) * H))
     pos = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
-    jaxprs = [str(jax.make_jaxpr(jax.grad(lambda x, i=impl: sum(a.sum() for a in qkv_heads(x, pos, N, K, H, 1e4, i))))(qkv))
-              for impl in ("auto", "flip")]
+    jaxprs = [str(jax.make_jaxpr(jax.grad(lambda x, f=form: sum(a.sum() for a in ops.qkv_heads(x, pos, N, K, H, 1e4, f))))(qkv))
+              for form in ("auto", "flip")]
     assert jaxprs[0] == jaxprs[1] and "pallas_call" not in jaxprs[0]
+    model = GPT(ModelConfig(depth=1, vocab_size=100, seq_len=16), rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    ids = jnp.zeros((2, 8), jnp.int32)
+    step = str(jax.make_jaxpr(jax.grad(lambda p: forward(graphdef, p, ids).sum()))(params))
+    assert "pallas_call" not in step and "optimization_barrier" in step  # flip's barrier on dL/dqkv

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nanocode import decode_layout
 from nanocode.model import ModelConfig
 from nanocode.sampler import PromptTooLongError, Sampler, sample_token
 from test_model import jitted, random_model
@@ -147,11 +148,15 @@ def test_sample_token_follows_the_distribution():
 
 
 def test_transposed_weights_and_unrolled_loop_give_the_same_tokens(model, monkeypatch):
-    """The GPU sampler's weight layout ([out, in], model.dense), run here on CPU, with 3 decode steps
-    per loop iteration (steps past the chunk's budget must change nothing)."""
-    monkeypatch.setenv("NANOCODE_DECODE_LAYOUT", "out_in")
+    """The GPU sampler's weight layout (nanocode/decode_layout.py: [out, in], norm scales folded past the
+    matmuls), run here on CPU, with 3 decode steps per loop iteration (steps past the chunk's budget must
+    change nothing)."""
+    assert not decode_layout.use_transposed("cpu") and decode_layout.use_transposed("gpu")
+    monkeypatch.setattr(decode_layout, "use_transposed", lambda platform=None: True)
     sampler = Sampler(model, unroll=3, chunk=4)
     assert sampler.params["lm_head"].shape == (CONFIG.padded_vocab, CONFIG.width)
+    assert sampler.params["blocks"][0]["mlp_fc"].shape == (CONFIG.mlp_ratio * CONFIG.width, CONFIG.width)
     ref = argmax_loop(model, PROMPTS[1], 16)
     assert sampler.generate(PROMPTS[1], 16) == ref
     assert list(sampler.stream(PROMPTS[1], 16)) == ref
+    assert sampler.generate_batch(PROMPTS, 12) == [argmax_loop(model, p, 12) for p in PROMPTS]

@@ -9,11 +9,9 @@ GPU), one pass computes log-sum-exp, one writes the gradient dL/dlogits in bf16 
 The backward then never touches [N, V] except inside the two matmuls, because per-row weights commute
 with them:
     dh = (g * D) @ W^T = g * (D @ W^T)        dW = h^T (g * D) = (g * h)^T D
-On an H200 at depth 12 the head matmul and these passes took 13.5 ms (fp32 logits, XLA fusing tanh into
-a slow Triton GEMM), then 11.1 (bf16 logits from cuBLAS, XLA's two passes bound
-by its f32 tanh) and ~7.6 (the passes as Pallas kernels with the hardware tanh: training/ce_pallas.py).
-The first two are profiles of the train step (bench_train --profile: 8.2 + 2.0 + 3.3, 4.0 + 3.7 + 3.4);
-the last is the head GEMM's 4.1 ms plus the kernels' micro-benchmarked 1.34 + 2.19."""
+On an H200 at depth 12 the head matmul and these passes took 13.5 ms with fp32 logits and ~7.6 with bf16
+logits and the passes as Pallas kernels (training/ce_pallas.py; 2026-11-22, the steps in training/LOG.md).
+"""
 from functools import partial
 
 import jax
@@ -39,10 +37,9 @@ def _lse(z_NxV, cap, valid_V):
 
 
 CE_IMPLS = ("auto", "xla", "pallas", "chunked")
-# "chunked": rows per chunk. The head's forward + backward alone (2-core EPYC, [4096, 256] x [256, 32768], bf16
-# inputs): 950-981 ms over the whole array, chunks of 64 rows 1,505, 128 1,094, 256 946, 512 868-878, 1024
-# 878, 2048 944: small chunks starve the matmuls; at 512 the chunk's fp32 logits (67 MB) no longer fit the
-# 32 MB L3, the gain is dL/dh's matmul reading the chunk's gradient while it is still in cache.
+# "chunked": rows per chunk. The head's forward + backward on the 2-core CPU (bf16 inputs, vocab 32768): 868-878
+# ms in 512-row chunks against 950-981 over the whole array, the fastest of 64 to 2048 rows (2026-11-22,
+# training/LOG.md): dL/dh's matmul reads the chunk's gradient while it is still in cache.
 CHUNK_ROWS = 512
 
 
@@ -111,7 +108,7 @@ def _fwd(h_NxC, w_CxV, targets_N, vocab_size, cap, impl, logits_dtype):
                                                       targets_N.reshape(-1, CHUNK_ROWS)))
         return nll.reshape(N), (h_NxC, w_CxV, d.reshape(N, V), dh.reshape(N, -1))
     # An optimization barrier keeps the matmul a plain cuBLAS GEMM: without it XLA fused the soft cap's
-    # tanh into a Triton GEMM that took 8.2 ms at depth 12 (cuBLAS: 4.1 ms, H200).
+    # tanh into a Triton GEMM that took 8.2 ms at depth 12 (cuBLAS: 4.1 ms, H200, 2026-11-22).
     logits_NxV = jax.lax.optimization_barrier(jnp.matmul(h_NxC, w_CxV, preferred_element_type=out_dtype))
     if impl == "pallas":
         from training import ce_pallas
@@ -149,11 +146,8 @@ def token_losses(model, ids_BxT, targets_BxT, remat: str = "none", ce_impl: str 
     """Per-token NLL [B, T] (fp32 nats) of `targets` after `ids`, differentiable (training).
     ce_impl: how the cross entropy's passes run (CE_IMPLS, see _ce_impl)."""
     B, T = ids_BxT.shape
-    if getattr(model, "out_in", False):
-        raise ValueError("token_losses trains a model with [in, out] weights; this one stores them transposed "
-                         "(out_in=True, the sampler's inference copy)")
     h_BxTxC, _ = model.hidden(ids_BxT, _positions(model, ids_BxT), remat=remat)
-    mm = getattr(model, "matmul_dtype", None) or model.dtype
+    mm = model.matmul_dtype or model.dtype
     h_NxC = h_BxTxC.reshape(B * T, -1).astype(mm)
     nll_N = head_cross_entropy(h_NxC, model.lm_head[...].astype(mm), targets_BxT.reshape(-1),
                                model.config.vocab_size, model.config.softcap, ce_impl, jnp.dtype(model.dtype))

@@ -59,7 +59,8 @@ def muon_view(inner: optax.GradientTransformation, fused: dict[str, list[int]], 
       separate weights (`fused`: parameter name -> column sizes of its parts).
     - With `stack`, same-shaped parts are stacked into one [n, in, out] array: a depth-12 model's 72 parts
       have 3 shapes, so Newton-Schulz runs as 3 batched GEMM chains instead of 72 small ones (H200, depth
-      12: 146 ms per step against 154 ms unstacked). The inner state is kept in this view."""
+      12: 146 ms per step against 154 ms unstacked, 2026-11-22, training/LOG.md). The inner state is kept in
+      this view."""
     def group(tree):
         leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
         parts, counts = [], []
@@ -128,7 +129,8 @@ def make_optimizer(cfg: TrainConfig, num_steps: int) -> optax.GradientTransforma
     # momentum back to fp32 and Newton-Schulz would run as fp32 (TF32) GEMMs (seen in the H200 profile).
     # ns_steps must be static: as an injected hyperparameter it is a traced value, optax's Newton-Schulz
     # fori_loop cannot unroll, and XLA runs a while loop whose every iteration copies its condition to the
-    # host (H200, depth 12: 18 host round trips per step, and the GPU idled 1.4 ms before each step).
+    # host (H200, depth 12: 18 host round trips per step, and the GPU idled 1.4 ms before each step;
+    # 2026-11-22, training/LOG.md).
     muon_core = optax.inject_hyperparams(scale_by_muon, static_args=("weight_dimension_numbers", "mu_dtype", "ns_steps"),
                                          hyperparam_dtype=low)(
         beta=lambda count: muon_momentum(count, cfg.muon_momentum_start).astype(low or jnp.float32),
