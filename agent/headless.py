@@ -14,6 +14,7 @@ from typing import TextIO
 
 from agent.events import Error, Permission, ToolCall, TurnEnd, to_json
 from agent.loop import Agent, threaded
+from tools import sandbox as tools_sandbox
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
@@ -26,6 +27,9 @@ def needs_approval_note(name: str) -> str:
 def run_headless(agent: Agent, prompt: str, *, json_lines: bool = False, out: TextIO | None = None,
                  err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
+    permissions = agent.permissions
+    if permissions.preapproved("Bash") and permissions.bash_unconfined:  # said once: Bash would run unasked
+        print(f"nanocode: {tools_sandbox.status(permissions.sandbox)}", file=err)
     unapproved: dict[int, str] = {}  # call id -> tool name, for the calls ask() turned down
 
     def ask(call: ToolCall):

@@ -328,7 +328,8 @@ class Agent:
 
         # The user accepted this step: it is the preferred alternative to a call they just rejected.
         self._flush_preference(content[step_start:] + [part_to_json(call)])
-        result = tools.execute(call.name, call.args, self.workspace, cancel=cancel)
+        result = tools.execute(call.name, call.args, self.workspace, cancel=cancel,
+                               sandbox=self.permissions.sandbox)
         if result.change is not None:
             self.changes.append(result.change)
         yield ToolResult(cid, call.name, result.ok, result.output)

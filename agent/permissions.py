@@ -1,13 +1,14 @@
-"""Who decides whether a tool call runs. Default: ask the user for every call.
+"""Who decides whether a tool call runs, and how confined it runs. Default: ask the user for every call, and
+run Bash in the OS sandbox (tools/sandbox.py) where the machine has one.
 
 The user answers allow once (`allow`), allow this tool for the rest of the session (`always`), or reject
 (`reject`, optionally with a note that goes back to the model). `--allow Read,Grep` and `--yes`
-pre-approve calls so that nobody is asked.
+pre-approve calls so that nobody is asked. `--sandbox off` runs Bash with the user's full access.
 """
 from collections.abc import Iterable
 from typing import Literal
 
-from tools import SPECS
+from tools import SPECS, sandbox as tools_sandbox
 
 Answer = Literal["allow", "always", "reject"]
 Decision = tuple[Answer, str]  # (answer, note for a rejection)
@@ -40,10 +41,22 @@ def parse_allow(value: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(names)
 
 
+def parse_sandbox(value: bool | str) -> bool:
+    """`--sandbox on|off` (or a bool) -> whether Bash runs sandboxed."""
+    if isinstance(value, bool):
+        return value
+    flag = str(value).strip().lower()
+    if flag not in ("on", "off"):
+        raise PermissionsError(f"--sandbox takes on or off, not {value!r} (off: Bash gets the network and "
+                               "can write anywhere you can)")
+    return flag == "on"
+
+
 class Permissions:
-    def __init__(self, allowed: Iterable[str] = (), yes: bool = False):
+    def __init__(self, allowed: Iterable[str] = (), yes: bool = False, sandbox: bool = True):
         self.allowed = set(parse_allow(list(allowed)))
         self.yes = yes
+        self.sandbox = sandbox  # passed to tools.execute: Bash runs in the OS sandbox where there is one
         self.always: set[str] = set()  # tools the user answered "always" this session
 
     def preapproved(self, tool_name: str) -> bool:
@@ -55,6 +68,15 @@ class Permissions:
             raise PermissionsError(f"unknown permission answer {answer!r}; expected one of {', '.join(ANSWERS)}")
         if answer == "always":
             self.always.add(tool_name)
+
+    def run_note(self, tool_name: str) -> str:
+        """What the permission question adds about how the call will run ('' for tools other than Bash)."""
+        return tools_sandbox.describe(self.sandbox) if tool_name == "Bash" else ""
+
+    @property
+    def bash_unconfined(self) -> bool:
+        """Whether a Bash call would run with the user's full access (sandbox off, or none available here)."""
+        return not (self.sandbox and tools_sandbox.probe().available)
 
     def summary(self) -> str:
         """One line for the start-up banner: --yes must say so loudly, since Bash then runs unasked."""

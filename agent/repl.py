@@ -280,7 +280,10 @@ class Repl:
 
     def ask(self, call: ToolCall) -> tuple[str, str]:
         self._newline()
-        self.console.print(f"[bold yellow]allow {escape(call.name)}?[/bold yellow] [dim]y yes · a always "
+        permissions = getattr(self.agent, "permissions", None)
+        note = permissions.run_note(call.name) if hasattr(permissions, "run_note") else ""
+        note = f" [yellow]({escape(note)})[/yellow]" if note else ""
+        self.console.print(f"[bold yellow]allow {escape(call.name)}?[/bold yellow]{note} [dim]y yes · a always "
                            f"{escape(call.name)} · n no · n <note> no, and tell the model why[/dim]")
         while True:
             try:

@@ -2,16 +2,18 @@
 
 Two phases, so that a front end can show itself before the slow part:
 - `prepare(...)`: the checks that can fail with a clear message: find the model directory, check the
-  --allow list and the workspace, open (or resume) the session. Raises SetupError. (A second or two:
-  finding the model imports nothing heavy: nanocode.lookup has no JAX.)
+  --allow list, the --sandbox setting and the workspace, open (or resume) the session. Raises SetupError.
+  (A second or two: finding the model imports nothing heavy: nanocode.lookup has no JAX.)
 - `Setup.load()`: load the weights and tokenizer, build the sampler and the Agent (seconds: JAX import
   and compilation). `Agent.warm_up()` then compiles the first reply's programs ahead of the user's Enter.
 """
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.permissions import Permissions, PermissionsError, parse_allow
+from agent.permissions import Permissions, PermissionsError, parse_allow, parse_sandbox
 from agent.session import Session, SessionError
+from tools import sandbox as tools_sandbox
 
 
 class SetupError(RuntimeError):
@@ -54,8 +56,9 @@ class Setup:
 def prepare(*, model: Path | None = None, cwd: Path | None = None, allow: str | list[str] | None = None,
             yes: bool = False, resume: bool = False, session_id: str | None = None, max_steps: int = 20,
             temperature: float = 0.0, save_session: bool = True, record_preferences: bool = True,
-            home: Path | None = None) -> Setup:
-    from nanocode.lookup import CheckpointError, find_model
+            home: Path | None = None, sandbox: bool | str = True) -> Setup:
+    """sandbox: True / "on" (default) runs Bash in the OS sandbox where the machine has one; False / "off" not."""
+    from nanocode.lookup import CheckpointError, dangling_links, find_model, models_dir
 
     if session_id is not None and not resume:
         raise SetupError(f"a session id ({session_id!r}) was given without --resume; "
@@ -67,14 +70,18 @@ def prepare(*, model: Path | None = None, cwd: Path | None = None, allow: str | 
         raise SetupError(f"--cwd {workspace} is not a directory; give the repository to work in")
     workspace = workspace.resolve()
     try:
-        permissions = Permissions(parse_allow(allow), yes=yes)
+        permissions = Permissions(parse_allow(allow), yes=yes, sandbox=parse_sandbox(sandbox))
     except PermissionsError as e:
         raise SetupError(str(e)) from None
     try:
         model_dir = find_model(model)
     except CheckpointError as e:  # its message names the command that trains or points to a model
         raise SetupError(str(e)) from None
-    notes = [permissions.summary()]
+    notes = [permissions.summary(), tools_sandbox.status(permissions.sandbox)]
+    searched = model is None and not os.environ.get("NANOCODE_MODEL")  # find_model looked in models/
+    if searched and (broken := dangling_links(models_dir())):
+        notes.append(f"skipped {len(broken)} link{'s' * (len(broken) > 1)} in {models_dir()} to models that no "
+                     f"longer exist ({', '.join(p.name for p in broken[:3])}{', ...' * (len(broken) > 3)})")
     session = None
     if resume:
         try:

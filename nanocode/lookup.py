@@ -34,24 +34,40 @@ def _is_model_dir(path: Path) -> bool:
     return (path / CONFIG).is_file()
 
 
+def _config_mtime(path: Path) -> float | None:
+    """When the model's config.json was written; None if it is gone (deleted, or behind a dangling link)."""
+    try:
+        return (path / CONFIG).stat().st_mtime
+    except OSError:
+        return None
+
+
+def dangling_links(root: Path) -> list[Path]:
+    """Links directly in root whose target no longer exists: a run directory deleted after its model was
+    published (training links finished models into models/); find_model skips them."""
+    try:
+        return sorted(p for p in root.iterdir() if p.is_symlink() and not p.exists())
+    except OSError:
+        return []
+
+
 def _newest_under(root: Path, max_depth: int = 3) -> Path | None:
-    """The model directory under root (itself or up to max_depth levels down) with the newest config.json."""
-    found = []
+    """The model directory under root (itself or up to max_depth levels down) with the newest config.json.
+    Dangling links and directories that vanish meanwhile are skipped (is_dir() and stat() follow links)."""
+    found: list[tuple[float, Path]] = []
     level = [root]
     for _ in range(max_depth + 1):
         next_level = []
         for d in level:
-            if _is_model_dir(d):
-                found.append(d)
+            if _is_model_dir(d) and (mtime := _config_mtime(d)) is not None:
+                found.append((mtime, d))
                 continue  # a model directory's subfolders (params/) hold no other models
             try:
                 next_level.extend(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
             except OSError:
                 pass
         level = next_level
-    if not found:
-        return None
-    return max(found, key=lambda d: (d / CONFIG).stat().st_mtime)
+    return max(found, key=lambda pair: pair[0])[1] if found else None
 
 
 def find_model(explicit: str | os.PathLike | None = None) -> Path:
@@ -70,8 +86,11 @@ def find_model(explicit: str | os.PathLike | None = None) -> Path:
             found = _newest_under(root)
             if found is not None:
                 return found
+    broken = dangling_links(models_dir())
+    gone = (f" (skipped: {', '.join(p.name for p in broken[:3])}{', ...' * (len(broken) > 3)}, "
+            f"link{'s' * (len(broken) > 1)} to models that no longer exist)") if broken else ""
     raise CheckpointError(
         "no model found: none given with --model or $NANOCODE_MODEL, none trained under "
-        f"{models_dir()}, none shipped in {shipped_dir()}.\n"
+        f"{models_dir()}{gone}, none shipped in {shipped_dir()}.\n"
         f"Train one (the whole pipeline on a laptop CPU, about 30 minutes):  {TRAIN_COMMAND}\n"
         "or point to one:  nanocode chat --model PATH   (or export NANOCODE_MODEL=PATH)")

@@ -1,5 +1,7 @@
-"""Shared fixtures: a tiny real tokenizer trained in the test session (no files from outside)."""
+"""Shared fixtures: a tiny real tokenizer trained in the test session (no files from outside), and a temporary
+$NANOCODE_HOME and $HOME for every test, so that no test reads or writes the user's ~/.cache/nanocode."""
 import os
+from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -30,3 +32,20 @@ def train_tiny_tokenizer(vocab_size: int = 512) -> Tokenizer:
 @pytest.fixture(scope="session")
 def tiny_tokenizer() -> Tokenizer:
     return train_tiny_tokenizer()
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory, monkeypatch) -> Path:
+    """Every test runs with $HOME and $NANOCODE_HOME in a fresh temporary directory: models a test publishes,
+    sessions, histories and caches land there (a test once published a depth-1 model into the real
+    ~/.cache/nanocode/models, and `nanocode chat` then loaded it). $HOME too, for anything that falls back
+    to ~ (nanocode_home() does when $NANOCODE_HOME is unset or empty). A $NANOCODE_HOME that a wider-scoped
+    fixture already pointed into pytest's temporary directory (test_pretrain shares one compilation cache
+    across a module) is kept."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    current = os.environ.get("NANOCODE_HOME")
+    base = tmp_path_factory.getbasetemp().resolve()
+    if not (current and Path(current).resolve().is_relative_to(base)):
+        monkeypatch.setenv("NANOCODE_HOME", str(home / ".cache" / "nanocode"))
+    return home

@@ -3,6 +3,8 @@ calls that need approval, exit status."""
 import io
 import json
 
+import tools.sandbox
+
 from agent.headless import EXIT_FAILED, EXIT_OK, run_headless
 from agent.loop import Agent
 from agent.permissions import Permissions
@@ -42,7 +44,17 @@ def test_plain_output_is_the_final_answer(tiny_tokenizer, tmp_path):
     (tmp_path / "app.py").write_text("def main():\n    pass\n")
     code, out, err = headless(tiny_tokenizer, tmp_path, [GREP, "it is in app.py<|assistant_end|>"], False,
                               yes=True)
-    assert (code, out, err) == (EXIT_OK, "it is in app.py\n", "")
+    unconfined = "" if tools.sandbox.probe().available else f"nanocode: {tools.sandbox.status()}\n"
+    assert (code, out, err) == (EXIT_OK, "it is in app.py\n", unconfined)
+
+
+def test_bash_running_unasked_and_unsandboxed_is_said_once(tiny_tokenizer, tmp_path):
+    replies = [BASH, BASH, "made it.<|assistant_end|>"]
+    code, out, err = headless(tiny_tokenizer, tmp_path, replies, False, allowed=["Bash"], sandbox=False)
+    assert code == EXIT_OK and (tmp_path / "made").exists()
+    assert err == "nanocode: sandbox off (--sandbox off): Bash runs with your full access, network included\n"
+    code, out, err = headless(tiny_tokenizer, tmp_path, replies, False, allowed=["Read"], sandbox=False)
+    assert err.count("rejected the Bash call") == 2 and "sandbox off" not in err  # Bash cannot run at all
 
 
 def test_calls_needing_approval_are_rejected_and_reported(tiny_tokenizer, tmp_path):

@@ -48,6 +48,8 @@ def test_repl_turn_with_approval_rejection_note_undo_and_commands(tiny_tokenizer
     assert "● Edit(path=a.py, old_string=(argv):, new_string=(args):)" in out
     assert "answer y, a, n" in out  # 'what' was not an answer; it asked again
     assert "Edited a.py" in out and "+def parse_args(args):" in out  # the diff
+    assert f"allow Bash? ({Permissions().run_note('Bash')})" in out  # whether it would run sandboxed
+    assert "allow Edit? y yes" in out  # nothing to say about the other tools
     assert "rejected: please keep it" in out
     assert "the user declined this call and said: please keep it" in tiny_tokenizer.decode(source.prompts[-1])
     assert "renamed it." in out and "context " in out and "tok/s" in out

@@ -232,6 +232,31 @@ async def test_reject_with_a_note_and_plain_reject(workspace):
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("sandbox, available, note", [
+    (True, True, "runs in the sandbox: no network, writes only in the workspace"),
+    (True, False, "runs without a sandbox (none available here)"),
+    (False, True, "runs without a sandbox (--sandbox off)"),
+])
+async def test_the_bash_question_says_whether_it_runs_sandboxed(workspace, monkeypatch, sandbox, available, note):
+    import tools.sandbox
+    from agent.permissions import Permissions
+    monkeypatch.setattr(tools.sandbox, "probe", lambda: tools.sandbox.Support(available, "forced for the test"))
+    agent = ScriptedAgent(workspace, [[("call", "Read", {"path": "hello.py"}, "1\tdef greet():"),
+                                       ("call", "Bash", {"command": "make"}, "built"), ("text", ["ok"])]])
+    agent.permissions = Permissions(sandbox=sandbox)  # what the real Agent carries (agent/setup.py)
+    app = NanocodeApp(agent, model_name="tiny", workspace=workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "build it")
+        await until(pilot, lambda: asking(app))
+        assert str(app.query_one(PermissionPrompt).query_one(".question").render()) == "Allow Read?"
+        await pilot.press("y")
+        await until(pilot, lambda: asking(app) and app.focused.call.name == "Bash")
+        assert str(app.focused.query_one(".question").render()) == f"Allow Bash? ({note})"
+        await pilot.press("y")
+        await until(pilot, lambda: idle(app))
+
+
+@pytest.mark.asyncio
 async def test_escape_stops_generation_within_a_second(workspace):
     agent = ScriptedAgent(workspace, [[("spin",)], [("text", ["after"])]])
     app = NanocodeApp(agent, model_name="tiny", workspace=workspace)

@@ -261,3 +261,115 @@ def test_undo_refuses_when_the_file_changed_since(ws):
     result = undo(change, ws)
     assert not result.ok and "changed since" in result.output
     assert (ws / "c.py").read_text() == "b\nuser typed this\n"
+
+
+# --- a save by another program between Edit's read and its write ------------------------------------------
+
+def other_program_saves(monkeypatch, where, path, text, keep_mtime=False):
+    """Make another program write `text` to `path` at `where`: right after Edit read the file
+    ("after_read"), or while Edit's own write is being flushed to disk ("during_write", the slow part)."""
+    real_load, real_fsync = tools.edit.load_text, tools.files.os.fsync
+    saved = []
+
+    def save():
+        if saved:
+            return
+        st = os.stat(path) if path.exists() else None
+        path.write_text(text)
+        if keep_mtime and st is not None:  # a same-size save within one mtime tick: only the content tells
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        saved.append(True)
+
+    if where == "after_read":
+        def load_then_save(*args, **kwargs):
+            file = real_load(*args, **kwargs)
+            save()
+            return file
+        monkeypatch.setattr(tools.edit, "load_text", load_then_save)
+    else:
+        def fsync_then_save(fd):
+            real_fsync(fd)
+            save()
+        monkeypatch.setattr(tools.files.os, "fsync", fsync_then_save)
+    return saved
+
+
+@pytest.mark.parametrize("where", ["after_read", "during_write"])
+def test_a_concurrent_save_is_never_overwritten(ws, monkeypatch, where):
+    target = ws / "a.py"
+    target.write_text("x = 1\ny = 2\n")
+    saved = other_program_saves(monkeypatch, where, target, "x = 1\ny = 2\nz = 3  # saved by the editor\n")
+    result = edit(ws, "a.py", "y = 2", "y = 20")
+    assert saved and not result.ok
+    assert "changed by another program" in result.output and "Read a.py again" in result.output
+    assert target.read_text() == "x = 1\ny = 2\nz = 3  # saved by the editor\n"
+    assert sorted(p.name for p in ws.iterdir()) == ["a.py"]  # no temp file left behind
+    monkeypatch.undo()
+    again = edit(ws, "a.py", "y = 2", "y = 20")  # what the model does next: Read, then the same edit
+    assert again.ok and target.read_text() == "x = 1\ny = 20\nz = 3  # saved by the editor\n"
+
+
+def test_a_same_size_save_with_the_same_mtime_is_caught_by_the_content(ws, monkeypatch):
+    target = ws / "a.py"
+    target.write_text("value = 1\n")
+    other_program_saves(monkeypatch, "after_read", target, "value = 7\n", keep_mtime=True)
+    result = edit(ws, "a.py", "value = 1", "value = 2")
+    assert not result.ok and "changed by another program" in result.output
+    assert target.read_text() == "value = 7\n"
+
+
+def test_a_touch_between_read_and_write_loses_nothing_and_does_not_block(ws, monkeypatch):
+    target = ws / "a.py"
+    target.write_text("value = 1\n")
+    real_load = tools.edit.load_text
+
+    def load_then_touch(*args, **kwargs):
+        file = real_load(*args, **kwargs)
+        os.utime(target)
+        return file
+    monkeypatch.setattr(tools.edit, "load_text", load_then_touch)
+    assert edit(ws, "a.py", "value = 1", "value = 2").ok and target.read_text() == "value = 2\n"
+
+
+def test_a_file_created_meanwhile_by_another_program_is_not_overwritten(ws, monkeypatch):
+    other_program_saves(monkeypatch, "during_write", ws / "new.py", "print('theirs')\n")
+    result = edit(ws, "new.py", "", "print('ours')\n")
+    assert not result.ok and "changed by another program" in result.output
+    assert (ws / "new.py").read_text() == "print('theirs')\n"
+
+
+def test_a_real_writer_thread_never_loses_a_save(ws):
+    """A thread keeps saving the file (read, append a line, write back through atomic_write) while Edit runs:
+    every Edit succeeds on what it read or refuses, and no appended line is ever lost to a stale Edit."""
+    import threading
+    target = ws / "log.txt"
+    target.write_text("counter 0\n")
+    stop = threading.Event()
+
+    def writer():  # a careful program: read, append a line, write back unless the file changed meanwhile
+        n = 1
+        while not stop.is_set():
+            file = tools.files.load_text(target, "log.txt")
+            try:
+                tools.files.atomic_write(target, (file.text + f"line {n}\n").encode(), 0o644, file.version)
+                n += 1
+            except tools.files.FileChanged:
+                pass
+    thread = threading.Thread(target=writer)
+    thread.start()
+    results = []
+    try:
+        for i in range(40):
+            text = target.read_text()
+            counter = next(line for line in text.splitlines() if line.startswith("counter "))
+            results.append(edit(ws, "log.txt", counter, f"counter {i + 1}"))
+    finally:
+        stop.set()
+        thread.join()
+    final = target.read_text()
+    assert all(r.ok or "changed by another program" in r.output for r in results), \
+        [r.output for r in results if not r.ok]
+    # Whatever interleaving happened, no line any writer appended is missing.
+    last = max(int(line.split()[1]) for line in final.splitlines() if line.startswith("line "))
+    assert [line for line in final.splitlines() if line.startswith("line ")] == \
+        [f"line {n}" for n in range(1, last + 1)]

@@ -4,7 +4,7 @@ import os
 import re
 from pathlib import Path
 
-from tools.files import atomic_write, encode, load_text
+from tools.files import FileChanged, atomic_write, encode, load_text
 from tools.paths import directory_message, missing_message, resolve, shown
 from tools.read import line_prefix
 from tools.result import FileChange, ToolError, ToolResult
@@ -73,9 +73,14 @@ def _no_match_message(body: str, old: str, name: str) -> str:
     return message + " The closest lines are:\n" + "\n...\n".join(blocks)
 
 
+def _changed_meanwhile(name: str) -> ToolError:
+    return ToolError(f"{name} was changed by another program while Edit was working on it, so Edit wrote "
+                     f"nothing (that change is kept). Read {name} again and redo the edit on what it holds now.")
+
+
 def _create(target: Path, name: str, content: str) -> ToolResult:
     """Empty old_string: write a new file (and its directories), or fill an existing empty one; never overwrite."""
-    mode = None
+    mode, expected = None, None
     if target.is_dir():
         raise ToolError(directory_message(target, name) + ". Give a file path to create.")
     if target.exists():
@@ -83,10 +88,12 @@ def _create(target: Path, name: str, content: str) -> ToolResult:
         if existing.text:
             raise ToolError(f"{name} already exists and is not empty, so an empty old_string cannot create it. "
                             "To change it, Read it and pass the exact text to replace as old_string.")
-        mode = existing.mode
+        mode, expected = existing.mode, existing.version
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, content.encode("utf-8"), mode)
+        atomic_write(target, content.encode("utf-8"), mode, expected)
+    except FileChanged:
+        raise _changed_meanwhile(name) from None
     except OSError as e:
         raise ToolError(f"cannot create {name}: {e.strerror or e}") from None
     diff = unified_diff("", content, name, created=mode is None)
@@ -133,7 +140,9 @@ def run(workspace: Path, path: str, old_string: str, new_string: str, replace_al
     after_body = body.replace(old, new) if replace_all else body.replace(old, new, 1)
     after = after_body.replace("\n", "\r\n") if crlf else after_body
     try:
-        atomic_write(target, encode(after, file.encoding, name), file.mode)
+        atomic_write(target, encode(after, file.encoding, name), file.mode, file.version)
+    except FileChanged:
+        raise _changed_meanwhile(name) from None
     except OSError as e:
         raise ToolError(f"cannot write {name}: {e.strerror or e}; it was not changed") from None
     diff = unified_diff(file.text, after, name)
@@ -157,7 +166,10 @@ def revert(workspace: Path, change: FileChange) -> ToolResult:
         if change.before is None:  # directories the Edit created stay: they may hold other files by now
             os.unlink(target)
             return ToolResult(True, f"Undid the creation of {name}: the file was deleted.")
-        atomic_write(target, encode(change.before, change.encoding, name), current.mode)
+        atomic_write(target, encode(change.before, change.encoding, name), current.mode, current.version)
+    except FileChanged:
+        raise ToolError(f"cannot undo the edit of {name}: another program changed it just now; "
+                        "undoing would lose that change") from None
     except OSError as e:
         raise ToolError(f"cannot undo the edit of {name}: {e.strerror or e}; it was not changed") from None
     diff = unified_diff(change.after, change.before, name)

@@ -100,13 +100,16 @@ def _workspace(workspace: object) -> Path:
 
 
 def execute(name: str, args: dict[str, str], workspace: Path, *,
-            cancel: threading.Event | None = None) -> ToolResult:
-    """Run one tool call. `cancel`, when set by another thread, stops a running Bash or Grep within ~50 ms."""
+            cancel: threading.Event | None = None, sandbox: bool = True) -> ToolResult:
+    """Run one tool call. `cancel`, when set by another thread, stops a running Bash or Grep within ~50 ms.
+    `sandbox`: Bash runs in the OS sandbox where the machine has one (tools.sandbox.status() says)."""
     try:
         spec = _tool(name)
         kwargs = parse_args(spec, args)
         if spec.name in _CANCELLABLE:
             kwargs["cancel"] = cancel
+        if spec.name == "Bash":
+            kwargs["sandbox"] = sandbox
         return _clean(_RUNNERS[spec.name](_workspace(workspace), **kwargs))
     except ToolError as e:
         return _clean(ToolResult(False, str(e)))

@@ -35,9 +35,11 @@ class PermissionPrompt(Widget, can_focus=True):
             super().__init__()
             self.call_id, self.answer, self.note = call_id, answer, note
 
-    def __init__(self, call: ToolCall) -> None:
+    def __init__(self, call: ToolCall, run_note: str | None = None) -> None:
+        """run_note: how the call will run (for Bash: sandboxed or not); None asks the app's agent."""
         super().__init__()
         self.call = call
+        self.run_note = run_note
         self.answered = False
         self.shown_at = math.inf  # not on screen yet
 
@@ -49,8 +51,16 @@ class PermissionPrompt(Widget, can_focus=True):
         """Whether y, a and n count yet (see GRACE_S)."""
         return time.monotonic() - self.shown_at >= GRACE_S
 
+    def _run_note(self) -> str:
+        if self.run_note is None:  # the agent's permission policy knows whether Bash runs sandboxed
+            permissions = getattr(getattr(self.app, "agent", None), "permissions", None)
+            self.run_note = permissions.run_note(self.call.name) if hasattr(permissions, "run_note") else ""
+        return self.run_note
+
     def compose(self) -> ComposeResult:
-        yield Static(Content.from_markup("Allow [b]$name[/b]?", name=self.call.name), classes="question")
+        note = self._run_note()
+        question = "Allow [b]$name[/b]?" + (" [dim]($note)[/dim]" if note else "")
+        yield Static(Content.from_markup(question, name=self.call.name, note=note), classes="question")
         yield Static(Content.from_markup(KEYS, name=self.call.name), classes="keys")
         yield Input(placeholder="why not / what to do instead", id="note")
 
