@@ -11,12 +11,30 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 import jax
 import numpy as np
 
 from nanocode import runtime
+
+
+def flags() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nanocode bench sample", description="Sampling speed: time to first token, "
+                                "prefill and decode tok/s, bandwidth on GPU.")
+    p.add_argument("--model", help="A model directory (default: a random-init model).")
+    p.add_argument("--depth", type=int, default=12, help="Depth of the random-init model when no --model is given.")
+    p.add_argument("--vocab", type=int, default=32768, help="Vocab size of the random-init model.")
+    p.add_argument("--seq-len", type=int, default=2048, help="Context length of the random-init model.")
+    p.add_argument("--batch", type=int, default=1, help="Prompts decoded together.")
+    p.add_argument("--prompt-len", type=int, default=128, help="Prompt tokens.")
+    p.add_argument("--new-tokens", type=int, default=256, help="Tokens generated per prompt.")
+    p.add_argument("--repeats", type=int, default=5, help="Timed runs (the median is reported).")
+    p.add_argument("--unroll", default="1", help="Decode steps per loop iteration; a comma list compares.")
+    p.add_argument("--chunk", type=int, default=16, help="Tokens per device call when streaming.")
+    p.add_argument("--json", action="store_true", help="One JSON object per line instead of a table.")
+    return p
 
 # Datasheet memory bandwidth, bytes/s, by jax device_kind prefix (for the achieved-bandwidth fraction).
 PEAK_BANDWIDTH = {"NVIDIA H200": 4.8e12, "NVIDIA H100": 3.35e12, "NVIDIA A100": 2.0e12, "NVIDIA GH200": 4.0e12}
@@ -138,23 +156,27 @@ def run(model_dir=None, depth=None, vocab=32768, seq_len=2048, batch=1, prompt_l
     return results
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", help="a model directory (default: a random-init model of --depth)")
-    ap.add_argument("--depth", type=int, default=12)
-    ap.add_argument("--vocab", type=int, default=32768)
-    ap.add_argument("--seq-len", type=int, default=2048)
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--prompt-len", type=int, default=128)
-    ap.add_argument("--new-tokens", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--unroll", default="1", help="decode steps per loop iteration; a comma list compares several")
-    ap.add_argument("--chunk", type=int, default=16, help="tokens per device call when streaming")
-    ap.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
-    a = ap.parse_args(argv)
-    run(a.model, a.depth, a.vocab, a.seq_len, a.batch, a.prompt_len, a.new_tokens, a.repeats,
-        tuple(int(u) for u in a.unroll.split(",")), a.chunk, a.json)
+def main(argv=None) -> int:
+    a = flags().parse_args(argv)
+    try:
+        unrolls = tuple(int(u) for u in a.unroll.split(","))
+    except ValueError:
+        return _fail(f"--unroll {a.unroll!r}: give integers separated by commas, e.g. 1,4")
+    if a.model is None and a.depth < 1:
+        return _fail(f"--depth {a.depth}: give a positive depth")
+    from nanocode.checkpoint import CheckpointError
+    try:
+        run(a.model, a.depth, a.vocab, a.seq_len, a.batch, a.prompt_len, a.new_tokens, a.repeats, unrolls, a.chunk,
+            a.json)
+    except (CheckpointError, ValueError) as e:  # a bad model directory or sizes: say what, without a traceback
+        return _fail(e)
+    return 0
+
+
+def _fail(message) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

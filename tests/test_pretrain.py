@@ -19,7 +19,8 @@ from conftest import SAMPLE_TEXT
 from nanocode.cli import app
 from nanocode.tokenizer import SPECIAL_TOKENS
 from training.config import from_preset
-from training.pretrain import TrainError, train_base
+from training.common import StageError
+from training.pretrain import train_base
 from training.data.shards import dtype_for, file_sha256, write_meta, write_split
 
 REPO = Path(__file__).resolve().parent.parent
@@ -120,7 +121,7 @@ def test_kill_9_then_rerun_resumes_with_the_same_losses(reference, tmp_path, dat
     assert steps, "no checkpoint was finished before the kill"
 
     # Different settings on the same --out are refused, not silently mixed.
-    with pytest.raises(TrainError, match="different settings"):
+    with pytest.raises(StageError, match="different settings"):
         run(from_preset("test", seed=1), out, data)
 
     # Damage the newest checkpoint: it must be reported and skipped, never loaded.
@@ -156,5 +157,5 @@ def test_bad_flags_and_data_get_clear_errors(tmp_path, data, home):
         assert message in result.output, (args, result.output)
     other = tmp_path / "other.json"
     other.write_text(data[1].read_text().replace('"<|bos|>"', '"<|bos|>"', 1) + " ")
-    with pytest.raises(TrainError, match="different tokenizer"):
+    with pytest.raises(StageError, match="different tokenizer"):
         run(from_preset("test"), tmp_path / "out2", (data[0], other))

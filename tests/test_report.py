@@ -11,7 +11,8 @@ from training.eval import agent as eval_agent, humaneval as eval_humaneval
 from training.eval import soul as eval_soul, tokenizer as eval_tokenizer
 from training.eval.agent_tasks import make_suite
 from training.eval.results import read_results, write_result
-from training.report import ReportError, collect, write_report
+from training.common import StageError
+from training.report import collect, write_report
 from training.eval.sandbox import Limits
 
 
@@ -122,7 +123,7 @@ def test_the_report_has_every_section_plots_and_a_self_contained_html(run_dir):
 
 
 def test_a_directory_without_a_run_is_a_clear_error(tmp_path):
-    with pytest.raises(ReportError, match="not a directory"):
+    with pytest.raises(StageError, match="not a directory"):
         collect(tmp_path / "missing")
-    with pytest.raises(ReportError, match="no model"):
+    with pytest.raises(StageError, match="no model"):
         collect(tmp_path)

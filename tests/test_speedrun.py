@@ -8,7 +8,8 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from training import speedrun as sr
+from training import pipeline, speedrun as sr
+from training.common import StageError
 
 
 def quiet() -> Console:
@@ -18,7 +19,7 @@ def quiet() -> Console:
 def markers(run_dir):
     """mtime of every stage's completion file: unchanged means the stage was not run again."""
     names = ["corpus/stats.json", "tokenizer/compression.json", "tokens/meta.json", "base/complete.json",
-             "synth/stats.json", "sft/complete.json", "dpo/complete.json", "eval/complete.json",
+             "synth/stats.json", "sft/complete.json", "dpo/complete.json", "rl/complete.json", "eval/complete.json",
              "report/report.md"]
     return {n: (run_dir / n).stat().st_mtime_ns for n in names if (run_dir / n).is_file()}
 
@@ -37,13 +38,13 @@ def test_speedrun_fails_continues_and_skips(tmp_path, monkeypatch):
     pipeline = list(sr.PIPELINE)
     monkeypatch.setattr(sr, "PIPELINE", pipeline[:sft_at] + [replace(pipeline[sft_at], work=boom)] +
                         pipeline[sft_at + 1:])
-    with pytest.raises(sr.SpeedrunError, match=r"stage sft failed: RuntimeError: disk on fire") as e:
+    with pytest.raises(StageError, match=r"stage sft failed: RuntimeError: disk on fire") as e:
         sr.speedrun("test", out, console=quiet())
     assert "logs/sft.log" in str(e.value) and "rerun the same command" in str(e.value)
     log = (out / "logs" / "sft.log").read_text()
     assert "sft is about to fail" in log and "Traceback" in log  # the stage's own output and the traceback
     summary = json.loads((out / "summary.json").read_text())
-    assert [summary["stages"][s]["state"] for s in sr.STAGES] == ["done"] * sft_at + ["failed"] + ["pending"] * 3
+    assert [summary["stages"][s]["state"] for s in sr.STAGES] == ["done"] * sft_at + ["failed"] + ["pending"] * 4
     assert (out / "model").resolve() == (out / "base" / "model").resolve()
     before = markers(out)
     monkeypatch.setattr(sr, "PIPELINE", pipeline)
@@ -57,12 +58,15 @@ def test_speedrun_fails_continues_and_skips(tmp_path, monkeypatch):
     assert all(after[k] == v for k, v in before.items()), "a finished stage ran again"
     assert set(after) == set(markers(out)) and len(after) == len(sr.STAGES)
 
-    # The final model is DPO's (or SFT's when DPO broke its tool calls: the gate measured both), linked
-    # (relative) as RUN/model, published for `nanocode chat`, and it loads.
+    # The final model is RL's (or, when a gate refused, the one before: DPO's, or SFT's when DPO broke its
+    # tool calls), linked (relative) as RUN/model, published for `nanocode chat`, and it loads.
     from nanocode.checkpoint import find_model, load_model
     from nanocode.template import stop_ids
     gate = json.loads((out / "dpo" / "gate.json").read_text())
     assert gate["use"] in ("sft", "dpo") and gate["samples"] == 6
+    rl_gate = json.loads((out / "rl" / "gate.json").read_text())
+    assert rl_gate["from"] == gate["use"] and rl_gate["use"] in ("rl", gate["use"])
+    gate = rl_gate
     final = out / gate["use"] / "model"
     assert (out / "model").is_symlink() and (out / "model").resolve() == final.resolve()
     assert summary["model"] == str(out / "model")
@@ -95,10 +99,10 @@ def test_speedrun_fails_continues_and_skips(tmp_path, monkeypatch):
 def test_a_run_directory_keeps_its_preset(tmp_path, monkeypatch):
     monkeypatch.setenv("NANOCODE_HOME", str(tmp_path / "home"))
     sr.open_run(tmp_path / "run", "test")
-    with pytest.raises(sr.SpeedrunError, match="holds a speedrun with --preset test"):
+    with pytest.raises(StageError, match="holds a speedrun with --preset test"):
         sr.open_run(tmp_path / "run", "cpu")
     (tmp_path / "other" / "base").mkdir(parents=True)
-    with pytest.raises(sr.SpeedrunError, match="not made by the speedrun"):
+    with pytest.raises(StageError, match="not made by the speedrun"):
         sr.open_run(tmp_path / "other", "test")
 
 
@@ -115,11 +119,13 @@ def test_budget_table_matches_the_stage_presets():
     """Every budget names presets and options the stages accept (a typo would only show up mid-run)."""
     from training.config import from_preset as base_preset
     from training.dpo import from_preset as dpo_preset
+    from training.rl import from_preset as rl_preset
     from training.sft import from_preset as sft_preset
-    for name, budget in sr.BUDGETS.items():
-        base = sr._preset(budget.base, base_preset)
-        sr._preset(budget.sft, sft_preset)
-        sr._preset(budget.dpo, dpo_preset)
+    for name, budget in pipeline.BUDGETS.items():
+        base = pipeline._preset(budget.base, base_preset)
+        pipeline._preset(budget.sft, sft_preset)
+        pipeline._preset(budget.dpo, dpo_preset)
+        pipeline._preset(budget.rl, rl_preset)
         assert budget.vocab >= 512, name
         assert base.total_batch % (base.device_batch * base.seq_len) == 0, name
 
@@ -127,17 +133,26 @@ def test_budget_table_matches_the_stage_presets():
 def test_final_model_follows_the_tool_call_gate(tmp_path):
     """DPO's model ships unless the gate found it lost its tool calls; then SFT's; a half-finished run
     ships the last stage that completed."""
-    run = sr.Run(tmp_path, "test", sr.BUDGETS["test"])
-    assert sr.final_model(run) is None
+    run = pipeline.Run(tmp_path, "test", pipeline.BUDGETS["test"])
+    assert pipeline.final_model(run) is None
     for stage in ("base", "sft", "dpo"):
         (tmp_path / stage / "model").mkdir(parents=True)
         (tmp_path / stage / "model" / "config.json").write_text("{}")
     (tmp_path / "base" / "complete.json").write_text("{}")
-    assert sr.final_model(run) == tmp_path / "base" / "model"  # sft and dpo not complete: their models are partial
+    assert pipeline.final_model(run) == tmp_path / "base" / "model"  # sft and dpo not complete: their models are partial
     (tmp_path / "sft" / "complete.json").write_text("{}")
     (tmp_path / "dpo" / "complete.json").write_text("{}")
-    assert not sr._dpo_done(run)  # trained, but not yet gated: a rerun measures the gate
+    assert not pipeline._dpo_done(run)  # trained, but not yet gated: a rerun measures the gate
     (tmp_path / "dpo" / "gate.json").write_text(json.dumps({"use": "dpo"}))
-    assert sr._dpo_done(run) and sr.final_model(run) == tmp_path / "dpo" / "model"
+    assert pipeline._dpo_done(run) and pipeline.final_model(run) == tmp_path / "dpo" / "model"
     (tmp_path / "dpo" / "gate.json").write_text(json.dumps({"use": "sft"}))
-    assert sr.final_model(run) == tmp_path / "sft" / "model"
+    assert pipeline.final_model(run) == tmp_path / "sft" / "model"
+    # RL starts from what the DPO gate chose and ships only past its own gate
+    (tmp_path / "rl" / "model").mkdir(parents=True)
+    (tmp_path / "rl" / "model" / "config.json").write_text("{}")
+    (tmp_path / "rl" / "complete.json").write_text("{}")
+    assert not pipeline._rl_done(run) and pipeline.final_model(run, before="rl") == tmp_path / "sft" / "model"
+    (tmp_path / "rl" / "gate.json").write_text(json.dumps({"use": "rl"}))
+    assert pipeline._rl_done(run) and pipeline.final_model(run) == tmp_path / "rl" / "model"
+    (tmp_path / "rl" / "gate.json").write_text(json.dumps({"use": "sft"}))
+    assert pipeline.final_model(run) == tmp_path / "sft" / "model"

@@ -7,9 +7,7 @@ DPO (Rafailov et al. 2023) trains the policy directly on preference pairs, with 
 frozen reference and no reward model:
     loss = -log sigmoid(beta * [(log pi(chosen) - log ref(chosen)) - (log pi(rejected) - log ref(rejected))])
 where log pi(y) sums the log-probabilities of the response's tokens (the final assistant message only),
-plus --nll times the chosen response's mean per-token NLL (RPO, "DPO+NLL"; dpo_terms says why: without
-it the cpu speedrun's DPO lowered the chosen replies' likelihood along with the rejected ones' and lost
-every tool call).
+plus --nll times the chosen response's mean per-token NLL (RPO, "DPO+NLL"; dpo_terms says why).
 The reference log-probabilities never change, so they are computed once up front and travel with the
 batch: no second model sits in memory during training.
 
@@ -26,13 +24,48 @@ Resumable and multi-device exactly as pretraining and SFT (same state, mesh, che
 """
 import json
 import math
+import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from training.sft import COMPLETE, SFTError, check_resume, newest_model, publish
+from training import common
+from training.common import COMPLETE, StageError
 
 ASK_INSTEAD = "i'd like to check with you before doing that: should i go ahead, or would you rather i do something else?"
+
+
+def flags() -> common.Flags:
+    p = common.Flags(prog="nanocode train dpo", description="Direct preference optimisation toward "
+                                "SOUL.md from the SFT model (frozen reference; resumable).")
+    p.add_argument("--preset", default="cpu", help="test (seconds), cpu (a laptop), gpu (one GPU). Default: cpu.")
+    p.add_argument("--sft", type=Path, help="SFT model directory: the policy's start and the frozen reference "
+                   "(default: the newest $NANOCODE_HOME/runs/sft-*/model).")
+    p.add_argument("--data", type=Path, help="Directory with pairs_train.jsonl and pairs_val.jsonl (default: "
+                   "$NANOCODE_HOME/data/synth).")
+    p.add_argument("--out", type=Path, help="Run directory (default: $NANOCODE_HOME/runs/dpo-d{depth}); rerun the "
+                   "same command on it to resume.")
+    p.add_argument("--sessions", type=Path, help="Where the session preference records are (default: "
+                   "$NANOCODE_HOME/sessions/preferences).")
+    common.config_flags(p, DPOConfig, {
+        "from_sessions": "Add the rejections recorded in chat sessions as pairs (--no-sessions: do not).",
+        "beta": "DPO beta: how far the policy may move from the reference.",
+        "nll": "Weight of the chosen replies' per-token NLL added to the DPO loss (RPO; keeps their tool calls "
+               "likely); 0: plain DPO.",
+        "steps": "Optimiser steps (0: from --epochs).",
+        "epochs": "Passes over the pairs.",
+        "seq_len": "Row length (0: the model's context).",
+        "device_batch": "Pairs per device per micro-step.",
+        "batch_pairs": "Pairs per optimiser step, all devices (0: one micro-step's worth).",
+        "lr_frac": "Learning rates as a fraction of the base ones.",
+        "eval_every": "Steps between held-out preference metrics.",
+        "save_every": "Steps between checkpoints.",
+        "remat": "none, dots or full: trade compute for memory.",
+        "fsdp": "Shard parameters and optimiser state over the devices (for models that do not fit one).",
+        "seed": "Data-order seed.",
+    }, negative={"from_sessions": "--no-sessions"})
+    common.multi_host_flags(p)
+    return p
 
 
 @dataclass(frozen=True)
@@ -58,18 +91,18 @@ class DPOConfig:
     def __post_init__(self):
         for name in ("device_batch", "keep_checkpoints", "log_every"):
             if getattr(self, name) < 1:
-                raise SFTError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise StageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in ("seq_len", "batch_pairs", "steps", "eval_every", "save_every"):
             if getattr(self, name) < 0:
-                raise SFTError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+                raise StageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.beta <= 0:
-            raise SFTError(f"--beta must be > 0, got {self.beta}")
+            raise StageError(f"--beta must be > 0, got {self.beta}")
         if self.nll < 0:
-            raise SFTError(f"--nll must be >= 0 (0: plain DPO), got {self.nll}")
+            raise StageError(f"--nll must be >= 0 (0: plain DPO), got {self.nll}")
         if self.epochs <= 0 and self.steps == 0:
-            raise SFTError("give --epochs > 0 or --steps")
+            raise StageError("give --epochs > 0 or --steps")
         if not 0 < self.lr_frac <= 1 or not 0 <= self.warmdown_ratio <= 1:
-            raise SFTError("--lr-frac must be in (0, 1] and --warmdown-ratio in [0, 1]")
+            raise StageError("--lr-frac must be in (0, 1] and --warmdown-ratio in [0, 1]")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,15 +117,7 @@ RESUMABLE_CHANGES = {"eval_every", "save_every", "keep_checkpoints", "log_every"
 
 
 def from_preset(name: str, **overrides) -> DPOConfig:
-    if name not in PRESETS:
-        raise SFTError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    known = {f.name for f in fields(DPOConfig)}
-    bad = sorted(k for k in overrides if k not in known)
-    if bad:
-        raise SFTError(f"unknown DPO options {bad}")
-    cfg = DPOConfig(**PRESETS[name])
-    given = {k: v for k, v in overrides.items() if v is not None}
-    return replace(cfg, **given) if given else cfg
+    return common.from_preset(PRESETS, DPOConfig, name, "DPO", **overrides)
 
 
 # --- pairs from chat sessions -----------------------------------------------------------------------
@@ -141,14 +166,9 @@ def dpo_terms(graphdef, beta: float, remat: str = "none", nll: float = 0.0):
     batch = {chosen, rejected: int32[B, T+1], chosen_mask, rejected_mask: [B, T], ref_chosen, ref_rejected: [B]}.
 
     With nll > 0 the loss adds nll * (the chosen response's mean per-token NLL), as in RPO (Pang et al. 2024,
-    "DPO+NLL"). Why: plain DPO only pushes the margin, and it can get there by lowering *both* sides. On
-    the cpu speedrun (lr_frac 0.02) the chosen replies' log-probability fell ~45 nats per pair (reward
-    -4.5) while held-out accuracy rose 0.5 -> 0.94, and the tokens that went with it were the call syntax:
-    the rejected side holds more of it (extra_work and pushy drafts make one call more, by design), so
-    replies to agent requests still opened <|tool_call_start|> but no longer closed a well-formed call
-    (call rate 1.0 -> 0.0). With this term (nll 1, and sft_data.focus_pair) the chosen reward stays positive
-    and the call rate stays 0.92 at lr_frac 0.02, 1.0 at 0.005; focus_pair alone gave 0.0, this alone 0.42.
-    The term keeps the chosen responses (their well-formed calls included) likely while the margin grows."""
+    "DPO+NLL"). Why: plain DPO only pushes the margin, and it can get there by lowering *both* sides; on the
+    cpu speedrun it lowered the chosen replies too and lost every well-formed tool call (call rate 1.0 -> 0.0);
+    with this term and sft_data.focus_pair it kept 0.92 at lr_frac 0.02 (2026-11-22, training/LOG.md)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -235,7 +255,7 @@ def train_dpo(cfg: DPOConfig, sft: Path | None = None, data: Path | None = None,
     from training.losses import token_losses
     from training.checkpointing import Checkpoints
     from training.optim import lr_multiplier, make_optimizer
-    from training.sft import optimizer_config
+    from training.config import fine_tune_config
     from training.sft_data import pair_batch_indices, pair_rows
     from training.synth.driver import read_jsonl
     from training.train_step import abstract_state, init_state
@@ -247,24 +267,24 @@ def train_dpo(cfg: DPOConfig, sft: Path | None = None, data: Path | None = None,
     primary = jax.process_index() == 0
 
     # --- inputs: the SFT model (policy start and frozen reference) and the pairs ----------------------
-    sft = Path(sft).expanduser() if sft else newest_model("sft-*")
+    sft = Path(sft).expanduser() if sft else common.newest_model("sft-*")
     if sft is None:
-        raise SFTError(f"no SFT model found under {home / 'runs'}; run `nanocode train sft` or pass --sft DIR")
+        raise StageError(f"no SFT model found under {home / 'runs'}; run `nanocode train sft` or pass --sft DIR")
     try:
         model, tok, info = load_model(sft)
     except CheckpointError as e:
-        raise SFTError(str(e)) from e
+        raise StageError(str(e)) from e
     model_cfg = info["config"]
     out = Path(out or home / "runs" / f"dpo-d{model_cfg.depth}").expanduser().absolute()
-    if (out / COMPLETE).is_file():
-        summary = json.loads((out / COMPLETE).read_text())
+    summary = common.completed(out)
+    if summary is not None:
         console.print(f"[green]DPO in {out} is already complete[/] (model in {out / 'model'}); pass a new --out")
         return summary
     data = Path(data or home / "data" / "synth").expanduser()
     try:
         train_pairs, val_pairs = read_jsonl(data / "pairs_train.jsonl"), read_jsonl(data / "pairs_val.jsonl")
     except FileNotFoundError as e:
-        raise SFTError(f"{e} (--data {data})") from e
+        raise StageError(f"{e} (--data {data})") from e
     n_sessions, bad_sessions = 0, 0
     if cfg.from_sessions:
         sessions = Path(sessions or home / "sessions" / "preferences").expanduser()
@@ -274,14 +294,14 @@ def train_dpo(cfg: DPOConfig, sft: Path | None = None, data: Path | None = None,
         train_pairs, n_sessions = train_pairs + extra, len(extra)
     seq_len = cfg.seq_len or model_cfg.seq_len
     if seq_len > model_cfg.seq_len:
-        raise SFTError(f"--seq-len {seq_len} is longer than the model's context {model_cfg.seq_len}")
+        raise StageError(f"--seq-len {seq_len} is longer than the model's context {model_cfg.seq_len}")
     try:
         train_rows, train_long = pair_rows(train_pairs, tok, seq_len)
         val_rows, val_long = pair_rows(val_pairs, tok, seq_len)
     except ValueError as e:
-        raise SFTError(str(e)) from e
+        raise StageError(str(e)) from e
     if not len(train_rows):
-        raise SFTError(f"no preference pairs fit {seq_len} tokens in {data} (generate some with `nanocode data "
+        raise StageError(f"no preference pairs fit {seq_len} tokens in {data} (generate some with `nanocode data "
                        "synth`, or raise --seq-len)")
 
     # --- batches and devices -------------------------------------------------------------------------
@@ -290,7 +310,7 @@ def train_dpo(cfg: DPOConfig, sft: Path | None = None, data: Path | None = None,
     micro = cfg.device_batch * n_dev
     batch_pairs = cfg.batch_pairs or micro
     if batch_pairs % micro:
-        raise SFTError(f"--batch-pairs {batch_pairs} is not a multiple of one micro-step ({cfg.device_batch} "
+        raise StageError(f"--batch-pairs {batch_pairs} is not a multiple of one micro-step ({cfg.device_batch} "
                        f"pairs x {n_dev} devices = {micro})")
     accum = batch_pairs // micro
     local_pairs = batch_pairs // jax.process_count()
@@ -327,7 +347,8 @@ def train_dpo(cfg: DPOConfig, sft: Path | None = None, data: Path | None = None,
         return np.concatenate(out_c), np.concatenate(out_r)
 
     # --- state: the SFT parameters + a fresh optimiser, or the newest checkpoint ----------------------
-    optimizer = make_optimizer(optimizer_config(cfg, model_cfg.depth), num_steps)
+    optimizer = make_optimizer(fine_tune_config(model_cfg.depth, cfg.lr_frac, cfg.warmdown_ratio, cfg.remat,
+                                                cfg.fsdp, cfg.seed), num_steps)
     init_fn = lambda p: init_state(p, optimizer)  # noqa: E731
     abstract, shardings = abstract_state(init_fn, mesh, cfg.fsdp, params)
     ref_params = jax.device_put(params, shardings["params"])
@@ -345,10 +366,10 @@ def train_dpo(cfg: DPOConfig, sft: Path | None = None, data: Path | None = None,
     if restored is not None:
         start, state, saved = restored
         # checkpoints from before --nll existed were plain DPO: `--nll 0` resumes them
-        check_resume({"nll": 0.0, **saved.get("config", {})}, cfg.to_dict(), out, RESUMABLE_CHANGES)
+        common.check_resume({"nll": 0.0, **saved.get("config", {})}, cfg.to_dict(), out, RESUMABLE_CHANGES)
         for key in ("sft", "data", "batch_pairs", "train_pairs"):
             if saved.get(key) != run_meta[key]:
-                raise SFTError(f"{out} was trained with {key} {saved.get(key)!r}, now {run_meta[key]!r}; resume with "
+                raise StageError(f"{out} was trained with {key} {saved.get(key)!r}, now {run_meta[key]!r}; resume with "
                                "the same inputs, or pass a new --out")
         console.print(f"[bold]resuming DPO from step {start} of {num_steps}[/]")
     else:
@@ -360,11 +381,7 @@ def train_dpo(cfg: DPOConfig, sft: Path | None = None, data: Path | None = None,
     dpo_step = make_dpo_step(terms, optimizer, shardings, batch_sharding)
 
     log_path = out / "log.jsonl"
-
-    def log(record: dict) -> None:
-        if primary:
-            with open(log_path, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+    log = common.jsonl_log(log_path, primary)
 
     log({"event": "resume" if start else "start", "step": start, **run_meta, "model": model_cfg.to_dict(),
          "devices": n_dev, "processes": jax.process_count(), "grad_accum": accum, "val_pairs": len(val_rows),
@@ -409,7 +426,7 @@ def train_dpo(cfg: DPOConfig, sft: Path | None = None, data: Path | None = None,
             if done % cfg.log_every == 0 or done == num_steps or step == start:
                 m = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 if not math.isfinite(m["loss"]):
-                    raise SFTError(f"the DPO loss became {m['loss']} at step {step}; lower --lr-frac or --beta")
+                    raise StageError(f"the DPO loss became {m['loss']} at step {step}; lower --lr-frac or --beta")
                 lr = float(lr_multiplier(step, num_steps, 0.0, cfg.warmdown_ratio, 0.0))
                 history.append({"step": done, **m})
                 log({"step": done, **m, "lr_mult": lr, "step_s": (time.perf_counter() - t0) / max(1, len(history))})
@@ -438,7 +455,7 @@ def train_dpo(cfg: DPOConfig, sft: Path | None = None, data: Path | None = None,
                    meta={"stage": "dpo", "sft": str(sft), "steps": num_steps, "before": before, "after": after,
                          "dpo_config": cfg.to_dict()})
         (out / COMPLETE).write_text(json.dumps(summary, indent=2) + "\n")
-        publish(out / "model", out.name)
+        common.publish(out / "model", out.name)
     log({"event": "complete", **{k: v for k, v in summary.items() if k != "train"}})
     if before and after and "val_accuracy" in after:
         console.print(f"[green]done[/]: held-out preference accuracy {before['val_prefers_chosen']:.2f} -> "
@@ -447,3 +464,17 @@ def train_dpo(cfg: DPOConfig, sft: Path | None = None, data: Path | None = None,
     else:
         console.print(f"[green]done[/]: model in {out / 'model'}")
     return summary
+
+
+def main(argv=None) -> int:
+    a = flags().parse_args(argv)
+    try:
+        train_dpo(from_preset(a.preset, **common.config_overrides(a, DPOConfig)), a.sft, a.data, a.out, a.sessions,
+                  a.coordinator, a.num_processes, a.process_id)
+    except StageError as e:
+        return common.fail(e)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

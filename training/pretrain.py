@@ -16,37 +16,71 @@ of (seed, step, process), the schedules are functions of the step, and nothing e
 """
 import json
 import math
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from training.config import TrainConfig, TrainConfigError
+from training import common
+from training.common import COMPLETE, StageError
+from training.config import TrainConfig, from_preset
+
+
+def flags() -> common.Flags:
+    """Every TrainConfig field is a flag (default: the preset's); the rest say where things are."""
+    p = common.Flags(prog="nanocode train base", description="Pretrain a base model on the token "
+                                "shards (resumable: rerun the same command after a crash).")
+    p.add_argument("--preset", help="test (seconds), cpu (~10 min on a laptop), gpu (one GPU); default: gpu when "
+                   "JAX sees an accelerator, else cpu.")
+    p.add_argument("--out", type=Path, help="Run directory (default: $NANOCODE_HOME/runs/base-d{depth}); rerun the "
+                   "same command on it to resume.")
+    p.add_argument("--data", type=Path, help="Token shards (default: $NANOCODE_HOME/data/tokens).")
+    p.add_argument("--tokenizer", type=Path, help="tokenizer.json or its directory (default: "
+                   "$NANOCODE_HOME/tokenizer).")
+    common.config_flags(p, TrainConfig, {
+        "depth": "Model depth; sets the width and, on token-budget presets, the number of steps.",
+        "steps": "Optimiser steps (0: from --tokens-per-param).",
+        "seq_len": "Context length of the training rows.",
+        "device_batch": "Sequences per device per micro-step.",
+        "total_batch": "Tokens per optimiser step (all devices; gradient accumulation makes up the difference).",
+        "matrix_lr": "Muon learning rate.",
+        "embedding_lr": "AdamW learning rate of the embedding.",
+        "unembedding_lr": "AdamW learning rate of the head.",
+        "fim_rate": "Fraction of documents in FIM form.",
+        "eval_every": "Steps between validation bits/byte.",
+        "save_every": "Steps between checkpoints.",
+        "sample_every": "Steps between samples (0: at the end).",
+        "remat": "none, dots or full: trade compute for memory.",
+        "residual_dtype": "auto (the compute dtype: bf16 on GPU), float32 or bfloat16.",
+        "matmul_dtype": "The matmuls' input dtype: auto (bf16 on GPU, and on CPUs with bf16 dot instructions), "
+                        "float32 or bfloat16.",
+        "fsdp": "Shard parameters and optimiser state over the devices (for models that do not fit one).",
+        "seed": "Initialisation and data-order seed.",
+    })
+    common.multi_host_flags(p)
+    return p
+
 
 # Fields that may change between a run and its resumption: they decide neither the batches nor the math.
 RESUMABLE_CHANGES = {"eval_every", "eval_tokens", "sample_every", "save_every", "keep_checkpoints", "log_every",
                      "remat", "fsdp", "device_batch", "muon_stack"}
 SAMPLE_PROMPTS = ("def fibonacci(n):", "import os\n\n\ndef list_python_files(root):",
                   "class Stack:\n    \"\"\"A last-in first-out stack.\"\"\"\n", "The purpose of this module is")
-COMPLETE = "complete.json"
 
 
-class TrainError(RuntimeError):
-    """A problem the user can fix (bad flags, missing or mismatched data, an incompatible --out)."""
+def default_preset(coordinator: str | None, num_processes: int | None) -> str:
+    """gpu when JAX sees an accelerator, else cpu. A multi-host run is gpu: asking JAX for its backend now
+    would start it before jax.distributed can."""
+    if coordinator or num_processes or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        return "gpu"
+    import jax
+    return "cpu" if jax.default_backend() == "cpu" else "gpu"
 
 
 def default_out(cfg: TrainConfig) -> Path:
     from nanocode.lookup import nanocode_home
     return nanocode_home() / "runs" / f"base-d{cfg.depth}"
-
-
-def _check_resume(saved: dict, cfg: TrainConfig, out: Path) -> None:
-    now = cfg.to_dict()
-    diff = {k: (saved[k], now[k]) for k in now if k not in RESUMABLE_CHANGES and k in saved and saved[k] != now[k]}
-    if diff:
-        listed = ", ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in sorted(diff.items()))
-        raise TrainError(f"{out} holds a run with different settings ({listed}); rerun with the same flags to "
-                         "resume it, or pass a new --out to start another run")
 
 
 def train_base(cfg: TrainConfig, out: Path | None = None, data: Path | None = None, tokenizer: Path | None = None,
@@ -64,7 +98,6 @@ def train_base(cfg: TrainConfig, out: Path | None = None, data: Path | None = No
     from nanocode.model import GPT
     from nanocode.tokenizer import Tokenizer, TokenizerError
     from training import mesh as meshlib
-    from training.common import device_peak_flops
     from training.checkpointing import Checkpoints
     from training.eval.bpb import BpbEvaluator
     from training.loader import Loader
@@ -79,8 +112,8 @@ def train_base(cfg: TrainConfig, out: Path | None = None, data: Path | None = No
     tokenizer_path = tokenizer_file(Path(tokenizer or home / "tokenizer").expanduser())
 
     # --- where we are: finished already? ------------------------------------------------------------
-    if (out / COMPLETE).is_file():
-        summary = json.loads((out / COMPLETE).read_text())
+    summary = common.completed(out)
+    if summary is not None:
         console.print(f"[green]base pretraining in {out} is already complete[/] (step {summary.get('step')}, "
                       f"model in {out / 'model'}); pass a new --out to train another")
         return summary
@@ -93,19 +126,16 @@ def train_base(cfg: TrainConfig, out: Path | None = None, data: Path | None = No
         tok = Tokenizer.load(tokenizer_path)
         meta = read_meta(data, tokenizer_path)
     except (TokenizerError, FileNotFoundError, TokenizerMismatch) as e:
-        raise TrainError(f"{e} (token shards: --data {data}, tokenizer: --tokenizer {tokenizer_path})") from e
+        raise StageError(f"{e} (token shards: --data {data}, tokenizer: --tokenizer {tokenizer_path})") from e
     except (json.JSONDecodeError, KeyError) as e:
-        raise TrainError(f"{data}/meta.json is damaged ({e}); rebuild the shards with `nanocode data shards`") from e
+        raise StageError(f"{data}/meta.json is damaged ({e}); rebuild the shards with `nanocode data shards`") from e
     if meta["vocab_size"] != tok.vocab_size:
-        raise TrainError(f"the shards in {data} have vocab size {meta['vocab_size']}, the tokenizer "
+        raise StageError(f"the shards in {data} have vocab size {meta['vocab_size']}, the tokenizer "
                          f"{tokenizer_path} {tok.vocab_size}; rebuild the shards with `nanocode data shards`")
     vocab = tok.vocab_size
     mesh = meshlib.make_mesh()
     n_dev = mesh.devices.size
-    try:
-        accum = cfg.grad_accum(n_dev)
-    except TrainConfigError as e:
-        raise TrainError(str(e)) from e
+    accum = cfg.grad_accum(n_dev)
     num_steps = cfg.total_steps(vocab)
     global_rows = cfg.total_batch // cfg.seq_len          # rows per optimiser step, all hosts
     local_rows = global_rows // jax.process_count()
@@ -113,7 +143,7 @@ def train_base(cfg: TrainConfig, out: Path | None = None, data: Path | None = No
         loader = Loader(data, local_rows, cfg.seq_len, "train", fim_rate=cfg.fim_rate, seed=cfg.seed,
                         process_index=jax.process_index(), process_count=jax.process_count())
     except ValueError as e:
-        raise TrainError(f"{data}: {e}") from e
+        raise StageError(f"{data}: {e}") from e
 
     # --- model, optimiser, state (restored when a checkpoint exists) ----------------------------------
     model_cfg = cfg.model_config(vocab)
@@ -133,9 +163,11 @@ def train_base(cfg: TrainConfig, out: Path | None = None, data: Path | None = No
     restored = ckpt.restore_latest(abstract)
     if restored is not None:
         start, state, saved = restored
-        _check_resume(saved.get("config", {}), cfg, out)
+        saved_cfg = saved.get("config", {})  # a field newer than the checkpoint is not compared: it kept its default
+        common.check_resume(saved_cfg, {k: v for k, v in cfg.to_dict().items() if k in saved_cfg}, out,
+                            RESUMABLE_CHANGES)
         if saved.get("tokenizer_sha256") != file_sha256(tokenizer_path):
-            raise TrainError(f"{out} was trained with a different tokenizer than {tokenizer_path}; resume with "
+            raise StageError(f"{out} was trained with a different tokenizer than {tokenizer_path}; resume with "
                              "the same --tokenizer and --data, or pass a new --out")
         if saved.get("data_sha256") not in (None, file_sha256(data / "meta.json")):
             console.print(f"[yellow]warning: the token shards in {data} changed since this run started; from step "
@@ -151,13 +183,8 @@ def train_base(cfg: TrainConfig, out: Path | None = None, data: Path | None = No
                              cfg.device_batch * n_dev, cfg.eval_tokens, mesh)
 
     flops_per_token = model_cfg.flops_per_token()
-    peak, peak_what = device_peak_flops(jax.devices()[0])
-    log_path = out / "log.jsonl"
-
-    def log(record: dict) -> None:
-        if primary:
-            with open(log_path, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+    peak, peak_what = common.device_peak_flops(jax.devices()[0])
+    log = common.jsonl_log(out / "log.jsonl", primary)
 
     log({"event": "resume" if start else "start", "step": start, "config": cfg.to_dict(), "model": model_cfg.to_dict(),
          "num_steps": num_steps, "grad_accum": accum, "devices": n_dev, "processes": jax.process_count(),
@@ -220,7 +247,7 @@ def train_base(cfg: TrainConfig, out: Path | None = None, data: Path | None = No
         dt = (now - t_last) / steps_timed
         loss = float(m["loss"])
         if not math.isfinite(loss):
-            raise TrainError(f"the loss became {loss} at step {step}; lower the learning rates or resume from an "
+            raise StageError(f"the loss became {loss} at step {step}; lower the learning rates or resume from an "
                              "earlier checkpoint")
         losses.append(loss)
         tok_s = cfg.total_batch / dt
@@ -294,30 +321,13 @@ def train_base(cfg: TrainConfig, out: Path | None = None, data: Path | None = No
 
 
 def main(argv=None) -> int:
-    """`python -m training.pretrain [--preset P] [--field value ...]`: every TrainConfig field is a flag."""
-    import argparse
-    from dataclasses import fields
-
-    from training.config import PRESETS, from_preset
-    p = argparse.ArgumentParser(description="nanocode base pretraining")
-    p.add_argument("--preset", default="gpu", choices=sorted(PRESETS))
-    p.add_argument("--out", type=Path)
-    p.add_argument("--data", type=Path)
-    p.add_argument("--tokenizer", type=Path)
-    p.add_argument("--coordinator")
-    p.add_argument("--num-processes", type=int)
-    p.add_argument("--process-id", type=int)
-    for f in fields(TrainConfig):
-        kind = {"int": int, "float": float, "str": str, "bool": lambda s: s.lower() in ("1", "true", "yes")}
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=kind[f.type if isinstance(f.type, str) else f.type.__name__])
-    a = vars(p.parse_args(argv))
-    overrides = {f.name: a[f.name] for f in fields(TrainConfig)}
+    a = flags().parse_args(argv)
     try:
-        cfg = from_preset(a["preset"], **overrides)
-        train_base(cfg, a["out"], a["data"], a["tokenizer"], a["coordinator"], a["num_processes"], a["process_id"])
-    except (TrainError, TrainConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        cfg = from_preset(a.preset or default_preset(a.coordinator, a.num_processes),
+                          **common.config_overrides(a, TrainConfig))
+        train_base(cfg, a.out, a.data, a.tokenizer, a.coordinator, a.num_processes, a.process_id)
+    except StageError as e:
+        return common.fail(e)
     return 0
 
 

@@ -20,10 +20,13 @@ import math
 import platform
 import re
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from training import common
+from training.common import StageError
 from training.eval import agent as eval_agent, bpb as eval_bpb, humaneval as eval_humaneval
 from training.eval import soul as eval_soul, tokenizer as eval_tokenizer
 from training.eval.results import Table, fmt, read_results
@@ -37,8 +40,12 @@ EVALS = {"bpb": eval_bpb.summary_table, "tokenizer": eval_tokenizer.summary_tabl
 SEARCH_DEPTH = 3  # how deep under RUN_DIR models and logs are looked for
 
 
-class ReportError(ValueError):
-    pass
+def flags() -> common.Flags:
+    p = common.Flags(prog="nanocode report", description="Write RUN_DIR/report/report.md and a "
+                                "self-contained report.html: config, data, curves, evals, card.")
+    p.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="The run directory (default: the "
+                   "newest under $NANOCODE_HOME/runs).")
+    return p
 
 
 @dataclass
@@ -79,7 +86,7 @@ def default_run_dir() -> Path:
     runs = nanocode_home() / "runs"
     candidates = [p for p in runs.iterdir() if p.is_dir()] if runs.is_dir() else []
     if not candidates:
-        raise ReportError(f"no training runs under {runs}; pass the run directory (`nanocode report DIR`) "
+        raise StageError(f"no training runs under {runs}; pass the run directory (`nanocode report DIR`) "
                           "or train one first (`nanocode train speedrun`)")
     return max(candidates, key=lambda p: p.stat().st_mtime)
 
@@ -153,7 +160,7 @@ def _sha256(path: Path) -> str | None:
 def collect(run_dir: Path) -> Run:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ReportError(f"{run_dir} is not a directory; pass a run directory such as "
+        raise StageError(f"{run_dir} is not a directory; pass a run directory such as "
                           "$NANOCODE_HOME/runs/<name>")
     run = Run(run_dir)
     for d in _walk(run_dir):
@@ -171,7 +178,7 @@ def collect(run_dir: Path) -> Run:
             if data is not None and (what != "corpus" or any(d.glob("*.parquet"))):
                 run.data[str(d / name)] = (what, data)
     if not (run.models or run.stages):
-        raise ReportError(f"{run_dir} holds no model (config.json) and no training log (log.jsonl); is it a "
+        raise StageError(f"{run_dir} holds no model (config.json) and no training log (log.jsonl); is it a "
                           "nanocode run directory?")
     _find_data(run)
     return run
@@ -371,3 +378,17 @@ def write_report(run_dir: str | Path | None = None) -> tuple[Path, Path]:
     md_path.write_text(md_text, encoding="utf-8")
     html_path.write_text(to_html(md_text, {p.name: p for _, p in plots}), encoding="utf-8")
     return md_path, html_path
+
+
+def main(argv=None) -> int:
+    a = flags().parse_args(argv)
+    try:
+        md_path, html_path = write_report(a.run_dir)
+    except StageError as e:
+        return common.fail(e)
+    print(f"wrote {md_path}\nwrote {html_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,14 +22,41 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-COMPLETE = "complete.json"
+from training import common
+from training.common import COMPLETE, StageError
 
 
-class SFTError(RuntimeError):
-    """A problem the user can fix (missing data or model, bad flags, an incompatible --out)."""
+def flags() -> common.Flags:
+    p = common.Flags(prog="nanocode train sft", description="Supervised fine-tuning on tool-use "
+                                "conversations (loss on the assistant's tokens only; resumable).")
+    p.add_argument("--preset", default="cpu", help="test (seconds), cpu (a laptop), gpu (one GPU). Default: cpu.")
+    p.add_argument("--base", type=Path, help="Base model directory (default: the newest "
+                   "$NANOCODE_HOME/runs/base-*/model).")
+    p.add_argument("--data", type=Path, help="`nanocode data synth` output (default: $NANOCODE_HOME/data/synth).")
+    p.add_argument("--out", type=Path, help="Run directory (default: $NANOCODE_HOME/runs/sft-d{depth}); rerun the "
+                   "same command on it to resume.")
+    p.add_argument("--tokens", type=Path, help="Pretraining token shards for the replay rows (default: "
+                   "$NANOCODE_HOME/data/tokens).")
+    common.config_flags(p, SFTConfig, {
+        "steps": "Optimiser steps (0: from --epochs).",
+        "epochs": "Passes over the conversations.",
+        "seq_len": "Row length (0: the model's context).",
+        "device_batch": "Rows per device per micro-step.",
+        "batch_rows": "Rows per optimiser step, all devices (0: one micro-step's worth).",
+        "lr_frac": "Learning rates as a fraction of the base ones.",
+        "replay": "Share of rows from pretraining data (code, FIM).",
+        "eval_every": "Steps between validation loss and tool-call validity.",
+        "eval_samples": "Held-out requests sampled per eval.",
+        "save_every": "Steps between checkpoints.",
+        "remat": "none, dots or full: trade compute for memory.",
+        "fsdp": "Shard parameters and optimiser state over the devices (for models that do not fit one).",
+        "seed": "Data-order seed.",
+    })
+    common.multi_host_flags(p)
+    return p
 
 
 @dataclass(frozen=True)
@@ -57,16 +84,16 @@ class SFTConfig:
     def __post_init__(self):
         for name in ("device_batch", "keep_checkpoints", "log_every", "sample_tokens"):
             if getattr(self, name) < 1:
-                raise SFTError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise StageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in ("seq_len", "batch_rows", "steps", "eval_every", "eval_samples", "save_every"):
             if getattr(self, name) < 0:
-                raise SFTError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+                raise StageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.replay < 1 or not 0 <= self.fim_rate <= 1 or not 0 <= self.warmdown_ratio <= 1:
-            raise SFTError("--replay must be in [0, 1), --fim-rate and --warmdown-ratio in [0, 1]")
+            raise StageError("--replay must be in [0, 1), --fim-rate and --warmdown-ratio in [0, 1]")
         if self.epochs <= 0 and self.steps == 0:
-            raise SFTError("give --epochs > 0 or --steps")
+            raise StageError("give --epochs > 0 or --steps")
         if not 0 < self.lr_frac <= 1:
-            raise SFTError(f"--lr-frac must be in (0, 1], got {self.lr_frac}")
+            raise StageError(f"--lr-frac must be in (0, 1], got {self.lr_frac}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,8 +103,8 @@ PRESETS = {
     "test": dict(device_batch=4, steps=24, eval_every=8, eval_samples=4, sample_tokens=24, save_every=8,
                  log_every=4, replay=0.0, lr_frac=1.0),
     "cpu": dict(device_batch=8, epochs=2.0, eval_every=50, eval_samples=12, save_every=50, log_every=5),
-    # 16 rows a step, not 64: the chat tokens are learnt per optimiser step, and 44 steps of 64 rows (the first
-    # H200 speedrun) left the tool-call rate at 0; 175 steps of 16 rows over the same data (with reset_chat_tokens) reached 1.0.
+    # 16 rows a step, not 64: the chat tokens are learnt per optimiser step; 175 steps of 16 rows reached a
+    # tool-call rate of 1.0 where 44 of 64 over the same data stayed at 0 (2026-11-22, training/LOG.md).
     "gpu": dict(device_batch=16, batch_rows=16, epochs=3.0, eval_every=50, eval_samples=32, remat="dots"),
 }
 RESUMABLE_CHANGES = {"eval_every", "eval_samples", "sample_tokens", "save_every", "keep_checkpoints", "log_every",
@@ -85,90 +112,14 @@ RESUMABLE_CHANGES = {"eval_every", "eval_samples", "sample_tokens", "save_every"
 
 
 def from_preset(name: str, **overrides) -> SFTConfig:
-    if name not in PRESETS:
-        raise SFTError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    known = {f.name for f in fields(SFTConfig)}
-    bad = sorted(k for k in overrides if k not in known)
-    if bad:
-        raise SFTError(f"unknown SFT options {bad}")
-    cfg = SFTConfig(**PRESETS[name])
-    given = {k: v for k, v in overrides.items() if v is not None}
-    return replace(cfg, **given) if given else cfg
+    return common.from_preset(PRESETS, SFTConfig, name, "SFT", **overrides)
 
 
-def optimizer_config(cfg, depth: int):
-    """Pretraining's TrainConfig, for make_optimizer: the same Muon + AdamW split and depth scaling, the base
-    learning rates times lr_frac, no warmup (the model is trained already), a final linear decay to zero.
-    Only optimiser fields are set; batch fields keep their defaults (make_optimizer does not read them)."""
-    from training.config import TrainConfig
-    base = TrainConfig()
-    return replace(base, depth=depth, matrix_lr=base.matrix_lr * cfg.lr_frac,
-                   embedding_lr=base.embedding_lr * cfg.lr_frac, unembedding_lr=base.unembedding_lr * cfg.lr_frac,
-                   warmup_ratio=0.0, warmdown_ratio=cfg.warmdown_ratio, final_lr_frac=0.0, remat=cfg.remat,
-                   fsdp=cfg.fsdp, seed=cfg.seed)
-
-
-def newest_model(pattern: str) -> Path | None:
-    """The newest finished model of a stage under $NANOCODE_HOME/runs (e.g. 'base-*')."""
-    from nanocode.lookup import nanocode_home
-    found = [p / "model" for p in (nanocode_home() / "runs").glob(pattern) if (p / "model" / "config.json").is_file()]
-    return max(found, key=lambda p: (p / "config.json").stat().st_mtime) if found else None
-
-
-def publish(model_dir: Path, name: str) -> Path:
-    """Link a finished model into $NANOCODE_HOME/models/<name>, where `nanocode chat` looks for the newest."""
-    from nanocode.lookup import models_dir
-    link = models_dir() / name
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if link.is_symlink() or link.exists():
-        if not link.is_symlink():
-            return link  # a real directory someone put there: leave it alone
-        link.unlink()
-    link.symlink_to(model_dir.resolve(), target_is_directory=True)
-    return link
-
-
-def check_resume(saved: dict, now: dict, out: Path, changeable: set[str]) -> None:
-    diff = {k: (saved.get(k), now[k]) for k in now if k not in changeable and saved.get(k) != now[k]}
-    if diff:
-        listed = ", ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in sorted(diff.items()))
-        raise SFTError(f"{out} holds a run with different settings ({listed}); rerun with the same flags to "
-                       "resume it, or pass a new --out to start another run")
-
-
-def tool_call_validity(sampler, conversations: list[dict], tok, max_tokens: int) -> dict:
-    """Greedy replies to held-out requests, up to the first tool call or the end of the turn, parsed by
-    nanocode/template.py (the agent's parser). tool_call_validity: the share that are well formed (no
-    unknown tool, missing argument, stray special token, ...); a reply the token budget cut off counts as
-    neither. call_rate: the share that make a well-formed tool call."""
-    from nanocode.template import ToolCallError, ToolCallPart, parse_assistant, render_prompt, stop_ids
-    prompts = [render_prompt(c["messages"][:1], tok) for c in conversations]
-    prompts = [p for p in prompts if len(p) + max_tokens < sampler.config.seq_len]
-    if not prompts:
-        return {}
-    outs = sampler.generate_batch(prompts, max_tokens, temperature=0.0, stop=stop_ids(tok))
-    ok = calls = truncated = 0
-    for ids in outs:
-        try:
-            parts, _ = parse_assistant(ids, tok, allow_results=False)
-        except ToolCallError as e:
-            truncated += e.kind == "truncated"
-            continue
-        ok += 1
-        calls += any(isinstance(p, ToolCallPart) for p in parts)
-    judged = len(outs) - truncated
-    return {"sampled": len(outs), "truncated": truncated, "call_rate": calls / len(outs),
-            "tool_call_validity": ok / judged if judged else None}
-
-
-# The chat and tool-call tokens never occur in pretraining text (only <|bos|> and the FIM tokens do), so
-# pretraining pushes their logits down until the soft-cap saturates: in the first H200 speedrun (depth 8,
-# 1,350 steps) all eight sat at -14.94 of the cap's -15, ranked ~16,300th of 16,384, where tanh passes almost
-# no gradient. 44 SFT steps then left the call rate at 0 on both held-out synth requests and agent tasks (the
-# model wrote "let me find it first" and went on in prose). Giving those rows the mean of the ordinary
-# tokens' head columns (Hewitt 2021, "Initializing new word embeddings for pretrained language models") starts
-# them at an average token's logit, where the gradient flows. Their input embeddings are left alone: never
-# seen, they still hold their random initialisation, which keeps the ten tokens distinct.
+# The chat and tool-call tokens never occur in pretraining text, so pretraining pushes their logits down
+# until the soft-cap saturates (-14.94 of the cap's -15 after the first H200 speedrun's base stage), where tanh
+# passes almost no gradient and SFT could not teach a single call. Their head columns start at the mean of the
+# ordinary tokens' instead (Hewitt 2021, "Initializing new word embeddings for pretrained language models");
+# their input embeddings keep their random initialisation, which keeps them distinct (training/LOG.md).
 CHAT_TOKENS = ("user_start", "user_end", "assistant_start", "assistant_end", "tool_call_start", "tool_call_end",
                "tool_arg", "tool_val", "tool_result_start", "tool_result_end")
 
@@ -197,6 +148,8 @@ def train_sft(cfg: SFTConfig, base: Path | None = None, data: Path | None = None
     from nanocode.checkpoint import CheckpointError, load_model, save_model
     from training import mesh as meshlib
     from training.checkpointing import Checkpoints
+    from training.config import fine_tune_config
+    from training.eval.tool_calls import tool_call_validity
     from training.optim import lr_multiplier, make_optimizer
     from training.sft_data import ConversationBatches, all_rows, tokenize
     from training.synth.driver import read_jsonl
@@ -209,20 +162,20 @@ def train_sft(cfg: SFTConfig, base: Path | None = None, data: Path | None = None
     primary = jax.process_index() == 0
 
     # --- inputs: the base model and the conversations ------------------------------------------------
-    base = Path(base).expanduser() if base else newest_model("base-*")
+    base = Path(base).expanduser() if base else common.newest_model("base-*")
     if base is None:
-        raise SFTError(f"no base model found under {home / 'runs'}; train one with `nanocode train base` or "
+        raise StageError(f"no base model found under {home / 'runs'}; train one with `nanocode train base` or "
                        "pass --base DIR")
     try:
         model, tok, info = load_model(base)
     except CheckpointError as e:
-        raise SFTError(str(e)) from e
+        raise StageError(str(e)) from e
     model_cfg = info["config"]
     if info.get("meta", {}).get("stage") == "base":
         reset_chat_tokens(model, tok)
     out = Path(out or home / "runs" / f"sft-d{model_cfg.depth}").expanduser().absolute()
-    if (out / COMPLETE).is_file():
-        summary = json.loads((out / COMPLETE).read_text())
+    summary = common.completed(out)
+    if summary is not None:
         console.print(f"[green]SFT in {out} is already complete[/] (model in {out / 'model'}); pass a new --out "
                       "to train another")
         return summary
@@ -230,10 +183,10 @@ def train_sft(cfg: SFTConfig, base: Path | None = None, data: Path | None = None
     try:
         train_convs, val_convs = read_jsonl(data / "train.jsonl"), read_jsonl(data / "val.jsonl")
     except FileNotFoundError as e:
-        raise SFTError(f"{e} (--data {data})") from e
+        raise StageError(f"{e} (--data {data})") from e
     seq_len = cfg.seq_len or model_cfg.seq_len
     if seq_len > model_cfg.seq_len:
-        raise SFTError(f"--seq-len {seq_len} is longer than the base model's context {model_cfg.seq_len}")
+        raise StageError(f"--seq-len {seq_len} is longer than the base model's context {model_cfg.seq_len}")
     train_ex, train_long = tokenize(train_convs, tok, seq_len)
     val_ex, val_long = tokenize(val_convs, tok, seq_len)
     if train_long > len(train_convs) // 2:
@@ -246,7 +199,7 @@ def train_sft(cfg: SFTConfig, base: Path | None = None, data: Path | None = None
     micro_rows = cfg.device_batch * n_dev
     batch_rows = cfg.batch_rows or micro_rows
     if batch_rows % micro_rows:
-        raise SFTError(f"--batch-rows {batch_rows} is not a multiple of one micro-step ({cfg.device_batch} rows "
+        raise StageError(f"--batch-rows {batch_rows} is not a multiple of one micro-step ({cfg.device_batch} rows "
                        f"x {n_dev} devices = {micro_rows})")
     accum = batch_rows // micro_rows
     local_rows = batch_rows // jax.process_count()
@@ -260,7 +213,7 @@ def train_sft(cfg: SFTConfig, base: Path | None = None, data: Path | None = None
                             process_index=jax.process_index(), process_count=jax.process_count(),
                             tokenizer=base / "tokenizer.json")
         except (FileNotFoundError, ValueError) as e:
-            raise SFTError(f"replay rows need the pretraining token shards ({e}); pass --tokens DIR, or --replay 0 "
+            raise StageError(f"replay rows need the pretraining token shards ({e}); pass --tokens DIR, or --replay 0 "
                            "to fine-tune on conversations only") from e
     batches = ConversationBatches(train_ex, seq_len, local_rows, tok.special("bos"), seed=cfg.seed,
                                   process_index=jax.process_index(), process_count=jax.process_count(),
@@ -268,8 +221,8 @@ def train_sft(cfg: SFTConfig, base: Path | None = None, data: Path | None = None
     num_steps = cfg.steps or max(1, math.ceil(cfg.epochs * batches.steps_per_epoch()))
 
     # --- state: the base parameters + a fresh optimiser, or the newest checkpoint ---------------------
-    opt_cfg = optimizer_config(cfg, model_cfg.depth)
-    optimizer = make_optimizer(opt_cfg, num_steps)
+    optimizer = make_optimizer(fine_tune_config(model_cfg.depth, cfg.lr_frac, cfg.warmdown_ratio, cfg.remat,
+                                                cfg.fsdp, cfg.seed), num_steps)
     graphdef, params = nnx.split(model)
     params = jax.device_get(nnx.to_pure_dict(params))  # host arrays: jit places them per `shardings`
     init_fn = lambda p: init_state(p, optimizer)  # noqa: E731
@@ -281,10 +234,10 @@ def train_sft(cfg: SFTConfig, base: Path | None = None, data: Path | None = None
                 "num_steps": num_steps, "batch_rows": batch_rows}
     if restored is not None:
         start, state, saved = restored
-        check_resume(saved.get("config", {}), cfg.to_dict(), out, RESUMABLE_CHANGES)
+        common.check_resume(saved.get("config", {}), cfg.to_dict(), out, RESUMABLE_CHANGES)
         for key in ("base", "data", "batch_rows"):
             if saved.get(key) != run_meta[key]:
-                raise SFTError(f"{out} was trained with {key} {saved.get(key)!r}, now {run_meta[key]!r}; resume with "
+                raise StageError(f"{out} was trained with {key} {saved.get(key)!r}, now {run_meta[key]!r}; resume with "
                                "the same inputs, or pass a new --out")
         console.print(f"[bold]resuming SFT from step {start} of {num_steps}[/]")
     else:
@@ -298,12 +251,7 @@ def train_sft(cfg: SFTConfig, base: Path | None = None, data: Path | None = None
     row_sharding = meshlib.batch_sharding(mesh, ndim=2, batch_axis=0)
     val_tokens, val_mask = all_rows(val_ex, seq_len, tok.special("bos"))
 
-    log_path = out / "log.jsonl"
-
-    def log(record: dict) -> None:
-        if primary:
-            with open(log_path, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+    log = common.jsonl_log(out / "log.jsonl", primary)
 
     log({"event": "resume" if start else "start", "step": start, **run_meta, "model": model_cfg.to_dict(),
          "devices": n_dev, "processes": jax.process_count(), "grad_accum": accum, "replay_rows": replay_rows,
@@ -356,7 +304,7 @@ def train_sft(cfg: SFTConfig, base: Path | None = None, data: Path | None = None
                 m = jax.device_get(metrics)
                 loss = float(m["loss"])
                 if not math.isfinite(loss):
-                    raise SFTError(f"the loss became {loss} at step {step}; lower --lr-frac or resume from an "
+                    raise StageError(f"the loss became {loss} at step {step}; lower --lr-frac or resume from an "
                                    "earlier checkpoint")
                 losses.append((done, loss))
                 lr = float(lr_multiplier(step, num_steps, 0.0, cfg.warmdown_ratio, 0.0))
@@ -385,7 +333,21 @@ def train_sft(cfg: SFTConfig, base: Path | None = None, data: Path | None = None
                    meta={"stage": "sft", "base": str(base), "steps": num_steps, "val": final,
                          "sft_config": cfg.to_dict()})
         (out / COMPLETE).write_text(json.dumps(summary, indent=2) + "\n")
-        publish(out / "model", out.name)
+        common.publish(out / "model", out.name)
     log({"event": "complete", **summary})
     console.print(f"[green]done[/]: model in {out / 'model'}")
     return summary
+
+
+def main(argv=None) -> int:
+    a = flags().parse_args(argv)
+    try:
+        train_sft(from_preset(a.preset, **common.config_overrides(a, SFTConfig)), a.base, a.data, a.out, a.tokens,
+                  a.coordinator, a.num_processes, a.process_id)
+    except StageError as e:
+        return common.fail(e)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,7 +7,7 @@ in each installed package's METADATA is prose too), then go through, in order: t
 `filters.py`, HumanEval decontamination, PII scrubbing, exact and near dedup; a fraction of packages
 becomes repository-level documents (`repo_docs.py`). Files are read and filtered in a process pool;
 dedup runs in this process on the results in input order, so the output is the same for any worker
-count. Measured on the dev box (2 cores, shared): 165 MB of source in ~2 min, 50 s of CPU.
+count (165 MB of source took ~2 min on the 2-core dev box, 2026-11-22).
 
 Output directory (the format later stages and the eval helper read):
     train_00000.parquet, ..., val_00000.parquet
@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import site
+import sys
 import sysconfig
 import time
 from collections import Counter
@@ -38,6 +39,28 @@ from typing import NamedTuple
 from training.data import filters, licenses, pii, repo_docs
 from training.data.corpus_io import STATS, ShardWriter, is_complete, read_documents, replace_dir  # noqa: F401 (API)
 from training.data.dedup import Deduplicator, content_hash, signatures, words
+
+from training import common
+
+
+def flags() -> common.Flags:
+    p = common.Flags(prog="nanocode data corpus", description="Collect, clean, deduplicate and split "
+                                "code already on disk (no network).")
+    p.add_argument("--src", type=Path, action="append", help="A directory of code to add (repeatable).")
+    p.add_argument("--out", type=Path, help="Output directory (default: $NANOCODE_HOME/data/corpus).")
+    p.add_argument("--only-src", action="store_true", help="Skip the default sources (this Python's stdlib and "
+                   "site-packages): use only the --src directories.")
+    p.add_argument("--licenses", default=CorpusConfig.licenses, help="all | permissive (MIT, BSD, Apache, PSF, "
+                   "ISC, ...). Default: %(default)s.")
+    p.add_argument("--repo-fraction", type=float, default=CorpusConfig.repo_fraction, help="Fraction of packages "
+                   "written as one repository-level document in import order. Default: %(default)s.")
+    p.add_argument("--val-fraction", type=float, default=CorpusConfig.val_fraction, help="Fraction of code "
+                   "documents held out for validation (prose: 10x, at most 0.5). Default: %(default)s.")
+    p.add_argument("--max-bytes", type=common.size, help="Read at most this much source (a reproducible random "
+                   "sample of files), e.g. 50M.")
+    p.add_argument("--workers", type=int, default=0, help="Processes (default: all cores).")
+    return p
+
 
 # Directories that hold copies, caches or environments rather than a project's own source.
 SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", "node_modules", "site-packages", "dist-packages",
@@ -372,3 +395,28 @@ def print_stats(stats: dict, console=None) -> None:
     console.print(f"licenses (files): {lics}")
     console.print(f"PII replaced: {dict(stats['pii'])}; repository documents: {stats['repo_documents']}; "
                   f"{stats['wall_seconds']} s")
+
+
+def main(argv=None) -> int:
+    a = flags().parse_args(argv)
+    from nanocode.lookup import nanocode_home
+    if a.only_src and not a.src:
+        return common.fail("--only-src needs at least one --src DIR")
+    if not 0 <= a.val_fraction < 1 or not 0 <= a.repo_fraction <= 1:
+        return common.fail("--val-fraction must be in [0, 1) and --repo-fraction in [0, 1]")
+    try:
+        sources = ([] if a.only_src else default_sources()) + directory_sources(a.src or [])
+        config = CorpusConfig(sources=tuple(sources), out=a.out or nanocode_home() / "data" / "corpus",
+                              licenses=a.licenses, repo_fraction=a.repo_fraction, val_fraction=a.val_fraction,
+                              prose_val_fraction=min(0.5, 10 * a.val_fraction), max_bytes=a.max_bytes,
+                              workers=a.workers or os.cpu_count() or 1)
+        stats = build_corpus(config)
+    except (FileNotFoundError, ValueError) as e:
+        return common.fail(e)
+    print_stats(stats)
+    print(f"corpus written to {config.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

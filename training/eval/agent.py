@@ -9,6 +9,7 @@ The agent loop lives in `agent/`, which training code must not import at module 
 training depends on nanocode and tools only, and must run where the UI libraries are absent). So every
 function here that needs it imports `agent.*` inside its body; agent.loop itself imports no UI library.
 """
+import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -16,7 +17,21 @@ from pathlib import Path
 
 from nanocode.tokenizer import Tokenizer
 from training.eval.agent_tasks import AgentTask, Step
+from training import common
+from training.eval import results
 from training.eval.results import Table, fmt
+
+
+def flags() -> common.Flags:
+    p = common.Flags(prog="nanocode eval agent", description="Agentic tasks in temporary workspaces "
+                                "through the real agent loop, every call approved.")
+    results.model_flags(p)
+    p.add_argument("--per-kind", type=int, default=3, help="Tasks of each kind.")
+    p.add_argument("--kinds", help="Comma-separated subset of: locate, answer, rename, edit, create, run.")
+    p.add_argument("--max-steps", type=int, default=12, help="Most tool calls per task.")
+    p.add_argument("--max-reply-tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float, default=0.0)
+    return p
 
 # Error kinds the loop reports about the turn rather than about one call; any other Error kind is a
 # malformed tool call (the ToolCallError kinds of nanocode/template.py).
@@ -147,3 +162,31 @@ def summary_table(result: dict) -> Table:
              ["tasks", fmt(result["n_tasks"])]]
     rows += [[f"turns ended: {reason}", fmt(count)] for reason, count in sorted(result["turn_ends"].items())]
     return Table("Agent tasks", ["metric", "value"], rows)
+
+
+def main(argv=None) -> int:
+    a = flags().parse_args(argv)
+    from training.eval import agent_tasks
+    if a.max_steps < 1 or a.max_reply_tokens < 1 or a.temperature < 0:
+        return common.fail("--max-steps and --max-reply-tokens must be >= 1 and --temperature >= 0")
+    try:
+        chosen = tuple(x.strip() for x in a.kinds.split(",") if x.strip()) if a.kinds else agent_tasks.KINDS
+        tasks = agent_tasks.make_suite(a.per_kind, a.seed, chosen)
+        model_dir = results.model_dir(a.model)
+        net, tok, _ = results.load(model_dir)
+    except (ValueError, common.StageError) as e:
+        return common.fail(e)
+    from agent.source import SamplerSource  # the agent loop imports no UI library (DESIGN.md)
+    from nanocode.sampler import Sampler
+    source = SamplerSource(Sampler(net), context_len=net.config.seq_len, seed=a.seed)
+    print(f"{len(tasks)} tasks; tool calls run in temporary workspaces WITHOUT asking", file=sys.stderr)
+    bar, advance = results.progress(len(tasks), "agent tasks")
+    with bar:
+        result = evaluate(tasks, lambda task: source, tok, max_steps=a.max_steps,
+                          max_reply_tokens=a.max_reply_tokens, temperature=a.temperature, progress=advance)
+    results.finish(model_dir, "agent", result, summary_table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

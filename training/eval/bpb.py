@@ -13,6 +13,7 @@ model's own tokenizer.
 """
 import json
 import math
+import sys
 from pathlib import Path
 
 import jax
@@ -20,10 +21,22 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from training import mesh as meshlib
+from training import common, mesh as meshlib
 from training.losses import token_losses_eval
 from training.data.shards import KINDS, TokenizerMismatch, TokenShards, read_meta
+from training.eval import results
 from training.eval.results import Table, fmt
+
+
+def flags() -> common.Flags:
+    p = common.Flags(prog="nanocode eval bpb", description="Bits per byte on the validation split, "
+                                "code and prose separately.")
+    results.model_flags(p, seed=False)
+    p.add_argument("--data", type=Path, help="Token shards (from `nanocode data shards`; default: those the "
+                   "model's run trained on, else $NANOCODE_HOME/data/tokens).")
+    p.add_argument("--max-tokens", type=int, default=2_097_152, help="Validation tokens per kind.")
+    p.add_argument("--batch-rows", type=int, default=8, help="Sequences per forward pass.")
+    return p
 
 
 def val_rows(token_dir: Path, kind: str, seq_len: int, max_tokens: int, split: str = "val") -> np.ndarray:
@@ -146,3 +159,22 @@ def evaluate(model, tok, model_dir: Path, token_dir: Path, *, max_tokens: int = 
 def summary_table(result: dict) -> Table:
     rows = [[kind, fmt(value, 4), fmt(result.get("tokens", {}).get(kind))] for kind, value in result["bpb"].items()]
     return Table("Validation bits per byte", ["text", "bits/byte", "tokens"], rows)
+
+
+def main(argv=None) -> int:
+    a = flags().parse_args(argv)
+    if a.max_tokens < 1 or a.batch_rows < 1:
+        return common.fail("--max-tokens and --batch-rows must be >= 1")
+    try:
+        model_dir = results.model_dir(a.model)
+        net, tok, _ = results.load(model_dir)
+        result = evaluate(net, tok, model_dir, a.data or default_token_dir(model_dir), max_tokens=a.max_tokens,
+                          batch_rows=a.batch_rows)
+    except (common.StageError, ValueError, FileNotFoundError) as e:
+        return common.fail(e)
+    results.finish(model_dir, "bpb", result, summary_table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,14 +10,37 @@ pass@k = 1 - C(n-c, k) / C(n, k), computed as a stable product.
 """
 import re
 import secrets
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 
 from nanocode.template import render_prompt, stop_ids
 from nanocode.tokenizer import Tokenizer
+from training import common
+from training.eval import results
 from training.eval.results import Table, fmt
 from training.eval.sandbox import Limits, RunResult, probe_isolation, run_many
+
+
+def flags() -> common.Flags:
+    p = common.Flags(prog="nanocode eval humaneval", description="pass@k on the 164 HumanEval "
+                                "problems, every sample executed in a sandbox.")
+    results.model_flags(p)
+    p.add_argument("--samples", type=int, default=1, help="Completions per problem (n of pass@k).")
+    p.add_argument("--k", type=int, action="append", help="pass@k to report, repeatable (default: 1, and 10 and "
+                   "100 when --samples allows).")
+    p.add_argument("--limit", type=int, help="Only the first N problems.")
+    p.add_argument("--mode", default="auto", help="chat (ask in a user turn), base (plain completion), or auto "
+                   "(from the model's training stage).")
+    p.add_argument("--temperature", type=float, help="Default: 0 (greedy) for one sample, 0.8 for several.")
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--max-new-tokens", type=int, default=384)
+    p.add_argument("--batch-size", type=int, default=16, help="Prompts sampled together.")
+    p.add_argument("--timeout", type=float, default=10.0, help="Seconds each sample may run (wall clock and CPU).")
+    p.add_argument("--memory-mb", type=int, default=1024, help="Address-space limit per sample.")
+    p.add_argument("--workers", type=int, help="Samples run in parallel (default: the CPU count).")
+    return p
 
 # A base model's completion ends where a new top-level statement begins (the Codex paper's stop sequences,
 # with `if` narrowed to the main guard and top-level asserts added: both would run and fail the tests).
@@ -243,3 +266,39 @@ def summary_table(result: dict) -> Table:
         rows.append(["prompts longer than the context (failed)", fmt(result["prompts_over_context"])])
     mode = result.get("mode", "")
     return Table(f"HumanEval{' (' + mode + ')' if mode else ''}", ["metric", "value"], rows)
+
+
+def main(argv=None) -> int:
+    a = flags().parse_args(argv)
+    if a.samples < 1 or a.batch_size < 1 or (a.limit is not None and a.limit < 1) or a.timeout <= 0 \
+            or a.memory_mb < 64:
+        return common.fail("--samples, --batch-size and --limit must be >= 1, --timeout > 0 and --memory-mb >= 64")
+    if (a.top_p is not None and not 0 < a.top_p <= 1) or (a.temperature is not None and a.temperature < 0):
+        return common.fail("--top-p must be in (0, 1] and --temperature >= 0")
+    ks = tuple(a.k) if a.k else tuple(x for x in (1, 10, 100) if x <= a.samples)
+    if any(not 1 <= x <= a.samples for x in ks):
+        return common.fail(f"every --k must be between 1 and --samples ({a.samples}); got {list(ks)}")
+    if a.mode not in ("auto", "chat", "base"):
+        return common.fail(f"--mode must be chat, base or auto, not {a.mode!r}")
+    try:
+        model_dir = results.model_dir(a.model)
+        net, tok, info = results.load(model_dir)
+    except common.StageError as e:
+        return common.fail(e)
+    mode = a.mode
+    if mode == "auto":
+        stage = str(info.get("meta", {}).get("stage", ""))
+        mode = "base" if stage in ("base", "pretrain") else "chat"
+        print(f"mode: {mode} (the model's training stage is {stage or 'not recorded'})", file=sys.stderr)
+    temperature = a.temperature if a.temperature is not None else 0.0 if a.samples == 1 else 0.8
+    from nanocode.sampler import Sampler
+    limits = Limits(timeout_s=a.timeout, cpu_s=max(1, round(a.timeout)), memory_mb=a.memory_mb)
+    result = evaluate(Sampler(net), tok, load_problems(a.limit), mode=mode, samples=a.samples, ks=ks,
+                      temperature=temperature, top_p=a.top_p, max_new_tokens=a.max_new_tokens, seed=a.seed,
+                      batch_size=a.batch_size, limits=limits, workers=a.workers)
+    results.finish(model_dir, "humaneval", result, summary_table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,15 +1,61 @@
-"""Where eval results live and how they are shown.
+"""What every eval shares: the model it evaluates (--model), where its result lives and how it is shown.
 
 Every `nanocode eval X --model DIR` writes `DIR/eval/X.json`; `nanocode report` reads them back. Each eval
 module has a `summary_table(result) -> Table`, so the terminal (rich) and the report (Markdown, HTML) show
 the very same numbers from the one JSON.
 """
+import argparse
 import json
 import os
 import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from training.common import StageError
+
+
+def model_flags(parser: argparse.ArgumentParser, seed: bool = True) -> None:
+    parser.add_argument("--model", type=Path, help="Model directory (default: $NANOCODE_MODEL, then the newest "
+                        "model under $NANOCODE_HOME, then the one in checkpoints/).")
+    if seed:
+        parser.add_argument("--seed", type=int, default=0, help="Seed of the sampling and of the generated tasks.")
+
+
+def model_dir(model: Path | None) -> Path:
+    """The model to evaluate: --model, else the one `nanocode chat` would load."""
+    from nanocode.lookup import CheckpointError, find_model
+    try:
+        return find_model(model)
+    except CheckpointError as e:
+        raise StageError(str(e)) from e
+
+
+def load(model_dir: Path):
+    """(model, tokenizer, info) with the persistent compilation cache on."""
+    from nanocode import runtime
+    from nanocode.checkpoint import CheckpointError, load_model
+    runtime.setup_jax()
+    try:
+        return load_model(model_dir)
+    except CheckpointError as e:
+        raise StageError(str(e)) from e
+
+
+def finish(model_dir: Path, name: str, result: dict, summary_table) -> None:
+    """Print the result's table and write it next to the model."""
+    print_table(summary_table(result))
+    print(f"wrote {write_result(model_dir, name, result)}")
+
+
+def progress(total: int, what: str):
+    """A rich progress bar on stderr and the callback that advances it."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    bar = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(stderr=True))
+    task = bar.add_task(what, total=total)
+    return bar, lambda *_: bar.advance(task)
 
 
 @dataclass(frozen=True)

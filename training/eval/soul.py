@@ -5,9 +5,10 @@ through the real agent loop, so that rules about tool use (explains_tool_use, we
 no_extra_work, grounded, ...) are judged on real calls and real results. Some requests are built so that
 a rule is put to the test: a function that does not exist (admits_uncertainty), a flattering or shouting
 user (no_sycophancy, no_shouting), a call the user rejects with and without a note (graceful_rejection).
-Every reply is judged by training/critic.py, the same checks the synthetic-data pipeline uses.
+Every reply is judged by training/critic/, the same checks the synthetic-data pipeline uses.
 """
 import random
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,20 @@ from pathlib import Path
 from nanocode.tokenizer import Tokenizer
 from training.eval.agent_tasks import make_project, write_files
 from training.eval.agent import run_episode
+from training import common
+from training.eval import results
 from training.eval.results import Table, fmt
+
+
+def flags() -> common.Flags:
+    p = common.Flags(prog="nanocode eval soul", description="The share of sampled replies that keep "
+                                "each SOUL.md rule.")
+    results.model_flags(p)
+    p.add_argument("--samples", type=int, default=1, help="Replies per request.")
+    p.add_argument("--temperature", type=float, help="Default: 0 (greedy, as chat samples) for one reply, 0.7 for "
+                   "several.")
+    p.add_argument("--max-steps", type=int, default=8)
+    return p
 
 
 @dataclass(frozen=True)
@@ -127,3 +141,28 @@ def summary_table(result: dict) -> Table:
     rows.append(["replies that finished their turn", fmt(result.get("finished"))])
     rows.append(["replies", fmt(result["replies"])])
     return Table("SOUL.md rules: share of replies that keep each", ["rule", "pass rate"], rows)
+
+
+def main(argv=None) -> int:
+    a = flags().parse_args(argv)
+    if a.samples < 1 or a.max_steps < 1 or (a.temperature is not None and a.temperature < 0):
+        return common.fail("--samples and --max-steps must be >= 1 and --temperature >= 0")
+    try:
+        model_dir = results.model_dir(a.model)
+        net, tok, _ = results.load(model_dir)
+    except common.StageError as e:
+        return common.fail(e)
+    from agent.source import SamplerSource  # the agent loop imports no UI library (DESIGN.md)
+    from nanocode.sampler import Sampler
+    source = SamplerSource(Sampler(net), context_len=net.config.seq_len, seed=a.seed)
+    temperature = a.temperature if a.temperature is not None else 0.0 if a.samples == 1 else 0.7
+    bar, advance = results.progress(len(PROMPTS) * a.samples, "soul replies")
+    with bar:
+        result = evaluate(lambda prompt: source, tok, samples=a.samples, seed=a.seed, temperature=temperature,
+                          max_steps=a.max_steps, progress=advance)
+    results.finish(model_dir, "soul", result, summary_table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

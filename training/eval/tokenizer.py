@@ -6,10 +6,24 @@ bytes of the documents, so the figure is comparable with bits per byte. The docu
 stage's deterministic sample of the split (tokenizer_train.sample_texts), so this eval and the stage's
 compression.json measure the same texts when given the same budget.
 """
+import sys
 from pathlib import Path
 
 from nanocode.tokenizer import Tokenizer
+from training import common
+from training.eval import results
 from training.eval.results import Table, fmt
+
+
+def flags() -> common.Flags:
+    p = common.Flags(prog="nanocode eval tokenizer", description="Bytes per token of the model's "
+                                "tokenizer on validation code and prose.")
+    results.model_flags(p, seed=False)
+    p.add_argument("--data", type=Path, help="Corpus directory (from `nanocode data corpus`; default: the one "
+                   "behind the model's training shards, else $NANOCODE_HOME/data/corpus).")
+    p.add_argument("--max-mb", type=float, default=8.0, help="Validation text per kind, in MB.")
+    p.add_argument("--split", default="val")
+    return p
 
 KINDS = ("code", "prose")
 
@@ -57,3 +71,20 @@ def summary_table(result: dict) -> Table:
             for kind, t in [*result["by_kind"].items(), ("all", result["all"])]]
     return Table(f"Tokenizer compression ({result['vocab_size']} tokens, {result.get('split', 'val')} split)",
                  ["text", "bytes/token", "bytes", "tokens", "docs"], rows)
+
+
+def main(argv=None) -> int:
+    a = flags().parse_args(argv)
+    from nanocode.tokenizer import TokenizerError
+    try:
+        model_dir = results.model_dir(a.model)
+        tok = Tokenizer.load(model_dir)
+        result = evaluate(tok, a.data or default_corpus_dir(model_dir), a.split, int(a.max_mb * 1e6))
+    except (common.StageError, TokenizerError, FileNotFoundError) as e:
+        return common.fail(e)
+    results.finish(model_dir, "tokenizer", result, summary_table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
