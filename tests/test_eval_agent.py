@@ -70,3 +70,13 @@ def test_malformed_calls_are_counted(suite, tiny_tokenizer):
     assert result["success_rate"] == 1.0
     assert result["well_formed_call_rate"] == pytest.approx(0.5)  # one Grep, one unknown tool
     assert result["steps_per_task"] == 2.0
+
+
+def test_the_newer_kinds_score_100_percent_scripted_and_0_idle(tiny_tokenizer):
+    from training.eval.agent_tasks import ALL_KINDS, NEW_KINDS
+    suite = make_suite(per_kind=2, seed=3, kinds=NEW_KINDS)
+    assert [t.kind for t in suite[:len(NEW_KINDS)]] == list(NEW_KINDS) and set(ALL_KINDS) > set(KINDS)
+    result = evaluate(suite, lambda task: oracle_source(task, tiny_tokenizer), tiny_tokenizer)
+    assert [(r["id"], r["detail"]) for r in result["tasks"] if not r["success"]] == []
+    idle = evaluate(suite, lambda task: idle_source(task, tiny_tokenizer), tiny_tokenizer)
+    assert idle["success_rate"] == 0.0

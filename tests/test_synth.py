@@ -14,7 +14,7 @@ from nanocode.template import render_conversation
 from tools.spec import SPECS
 from training.critic import critique
 from training.data.decontam import humaneval_problems
-from training.synth import voice
+from training.synth import testing, voice
 from training.synth.driver import SynthConfig, read_jsonl, synth
 from training.synth.sources import analyze, load_pool, rebuild
 
@@ -184,7 +184,8 @@ def test_conversations_are_valid_and_keep_the_soul(synth_run, tiny_tokenizer):
         assert "has_close_elements" not in json.dumps(conv)  # decontaminated
 
 
-def test_tool_results_match_rerunning_the_tools(synth_run, tmp_path):
+def test_tool_results_match_rerunning_the_tools(synth_run, tmp_path, monkeypatch):
+    monkeypatch.setenv(*next(iter(testing.ENV.items())))  # as the synth workers run pytest
     src, out, _ = synth_run
     texts = _texts(src)
     convs = read_jsonl(out / "train.jsonl")
@@ -199,7 +200,8 @@ def test_tool_results_match_rerunning_the_tools(synth_run, tmp_path):
                 if result["output"].startswith("the user declined"):
                     continue  # a rejected call never ran
                 got = tools.execute(call["name"], call["args"], ws)
-                norm = lambda s: re.sub(r"/tmp/[\w./-]*?nanocode-synth-\w+/|" + re.escape(str(ws)) + "/", "WS/", s)
+                norm = lambda s: re.sub(r"\b\d+\.\d+s\b", "T s",  # test runners print their timings
+                                        re.sub(r"/tmp/[\w./-]*?nanocode-synth-\w+/|" + re.escape(str(ws)) + "/", "WS/", s))
                 assert (got.ok, norm(got.output)) == (result["ok"], norm(result["output"])), (conv["meta"], call)
 
 

@@ -10,13 +10,9 @@ from training.synth import voice
 from training.synth.episode import Episode, Skip
 from training.synth.probe import probe
 from training.synth.sources import module_file_name
-from training.synth.tasks import Task, code, pick_file, pick_function, small_project
+from training.synth.tasks import Task, ask, code, grep_unique_definition, pick_file, pick_function, small_project
 
 NAME = "bugfix"
-REQUESTS = ["{call} in `{path}` should return {want} but it {got}. can you fix it?",
-            "there's a bug in {name} (`{path}`): {call} {got}, expected {want}",
-            "{call} {got}, it should be {want}. please fix {name}",
-            "can you fix {name}? {call} {got} but the right answer is {want}"]
 WHAT = re.compile(r"`(.+)` became `(.+)`")
 
 
@@ -28,14 +24,19 @@ def probeable(g) -> bool:
     return g.self_contained and not g.is_async and not g.has_yield and g.n_lines <= 25 and 1 <= len(required(g)) <= 3
 
 
-def got_text(outcome: str) -> str:
-    return f"raises `{outcome.removeprefix('raises ')}`" if outcome.startswith("raises ") else f"returns `{outcome}`"
+def got_text(outcome: str, rng: random.Random) -> str:
+    """'returns `5`' or 'returns 5' (people quote results about half the time), 'raises `KeyError`'."""
+    q = "`" if rng.random() < 0.5 else ""
+    if outcome.startswith("raises "):
+        return f"raises {q}{outcome.removeprefix('raises ')}{q}"
+    return rng.choice(["returns", "gives", "returns", "gives me"]) + f" {q}{outcome}{q}"
 
 
 def probed_function(files, rng: random.Random, with_mutants: bool = True):
     """A self-contained function run on generated arguments: (file, function, its source, probes (calls
     and what they printed), mutants (small planted bugs)), or None."""
-    f = pick_file(files, rng, lambda f: any(probeable(g) for g in f.info.functions))
+    # one file in ten has a probeable function (stdlib): 40 draws find one 99% of the time, 12 did 74%
+    f = pick_file(files, rng, lambda f: any(probeable(g) for g in f.info.functions), tries=40)
     fn = pick_function(f, rng, probeable) if f else None
     if fn is None:
         return None
@@ -63,12 +64,15 @@ def make(files, rng: random.Random) -> Task | None:
     spec.plant(rel, m.old, m.new)
     fix_from, fix_to = WHAT.match(m.what).group(2), WHAT.match(m.what).group(1)
     call = f"{fn.name}({p.args})"
-    request = rng.choice(REQUESTS).format(call=code(call), path=rel, want=code(p.result), got=got_text(m.outcome),
-                                          name=code(fn.name))
+    tags = {}
+    request = ask("bugfix", rng, tags, call=call, want=p.result, got=got_text(m.outcome, rng), name=fn.name,
+                  file=rel if rng.random() < 0.6 else None)
     n_lines = source.count("\n")
 
     def script(ep: Episode) -> None:
         ep.user(request)
+        if rel not in request:  # the user did not say where it is
+            grep_unique_definition(ep, fn.name, rel, 1)
         ep.say(ep.pick(["let me read it", "let me look at {n}", "reading `{p}`"], n=code(fn.name), p=rel))
         ep.call("Read", path=rel, offset="1", limit=str(n_lines))
         ep.say(ep.rng.choice([f"found it: line {m.line} uses {code(fix_from)} where it should be {code(fix_to)}.",
@@ -85,4 +89,4 @@ def make(files, rng: random.Random) -> Task | None:
                               f"works now: {code(call)} prints {code(p.printed)}."]))
         ep.end()
 
-    return Task(NAME, spec, script, f.key, allowed_paths=[rel])
+    return Task(NAME, spec, script, f.key, allowed_paths=[rel], tags=tags)

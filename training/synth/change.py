@@ -5,7 +5,7 @@ import re
 
 from training.synth import voice
 from training.synth.episode import Episode
-from training.synth.tasks import (Task, code, expect_hit, grep_unique_definition, pick_file, pick_function,
+from training.synth.tasks import (Task, ask, code, expect_hit, grep_unique_definition, pick_file, pick_function,
                                   project, read_lines)
 
 NAME = "change"
@@ -22,9 +22,6 @@ def make(files, rng: random.Random) -> Task | None:
 
 
 # -- rename ----------------------------------------------------------------------------------------
-RENAME_REQUESTS = ["rename {old} to {new}", "please rename {old} to {new} in `{path}`",
-                   "can you rename the {kind} {old} to {new}?", "{old} should be called {new}, can you rename it?",
-                   "Rename {old} -> {new}"]
 
 
 def new_name(old: str, rng: random.Random) -> str:
@@ -86,19 +83,18 @@ def make_rename(files, rng: random.Random) -> Task | None:
         return None
     rel = f.rel
     kind = "class" if old in f.info.classes else "function"
-    request = rng.choice(RENAME_REQUESTS).format(old=code(old), new=code(new), path=rel, kind=kind)
+    tags = {"variant": "rename"}
+    request = ask("rename", rng, tags, name=old, new=new, kind=kind, file=rel if rng.random() < 0.4 else None)
 
     def script(ep: Episode) -> None:
         ep.user(request)
         rename_steps(ep, old, new, count, rel)
         ep.end()
 
-    return Task(NAME, spec, script, f.key, allowed_paths=[rel], tags={"variant": "rename"})
+    return Task(NAME, spec, script, f.key, allowed_paths=[rel], tags=tags)
 
 
 # -- change a constant -----------------------------------------------------------------------------
-CONST_REQUESTS = ["change {name} to {new}", "set {name} to {new} please", "bump {name} from {old} to {new}",
-                  "can you make {name} {new}?", "{name} should be {new}, not {old}"]
 
 
 def new_number(v, rng: random.Random):
@@ -130,7 +126,8 @@ def make_constant(files, rng: random.Random) -> Task | None:
     new = new_number(c.value, rng)
     new_line = line[:m.start(2)] + repr(new) + line[m.end(2):]
     spec, rel = project(f, files, rng), f.rel
-    request = rng.choice(CONST_REQUESTS).format(name=code(c.name), old=repr(c.value), new=repr(new))
+    tags = {"variant": "constant"}
+    request = ask("constant", rng, tags, name=c.name, kind="constant", old=repr(c.value), value=repr(new))
 
     def script(ep: Episode) -> None:
         ep.user(request)
@@ -147,12 +144,10 @@ def make_constant(files, rng: random.Random) -> Task | None:
                               f"{code(c.name)} = {new!r} now, line {c.lineno} of `{rel}`."]))
         ep.end()
 
-    return Task(NAME, spec, script, f.key, allowed_paths=[rel], tags={"variant": "constant"})
+    return Task(NAME, spec, script, f.key, allowed_paths=[rel], tags=tags)
 
 
 # -- change a default ------------------------------------------------------------------------------
-DEFAULT_REQUESTS = ["make {p} default to {new} in {fn}", "change the default of {p} in {fn} from {old} to {new}",
-                    "{fn}: set the default {p} to {new}", "can you make {p} default to {new} in {fn}?"]
 NUMBER = re.compile(r"-?\d+(\.\d+)?$")
 
 
@@ -195,7 +190,9 @@ def make_default(files, rng: random.Random) -> Task | None:
         return None
     f, fn, line, (p, old, new, edited) = found
     spec, rel = project(f, files, rng), f.rel
-    request = rng.choice(DEFAULT_REQUESTS).format(p=code(p), fn=code(fn.name), old=old, new=new)
+    tags = {"variant": "default"}
+    request = ask("default", rng, tags, p=p, name=fn.name, kind="method" if fn.cls else "function", cls=fn.cls,
+                  old=old, value=new)
 
     def script(ep: Episode) -> None:
         ep.user(request)
@@ -208,14 +205,12 @@ def make_default(files, rng: random.Random) -> Task | None:
                               f"{code(fn.name)} uses {code(p + '=' + new)} by default now."]))
         ep.end()
 
-    return Task(NAME, spec, script, f.key, allowed_paths=[rel], tags={"variant": "default"})
+    return Task(NAME, spec, script, f.key, allowed_paths=[rel], tags=tags)
 
 
 # -- add a parameter -------------------------------------------------------------------------------
 NEW_PARAMS = [("verbose", "False"), ("strict", "False"), ("debug", "False"), ("quiet", "False"),
               ("dry_run", "False"), ("timeout", "None"), ("retries", "3")]
-ADD_REQUESTS = ["add a `{p}` parameter to {fn}, defaulting to {d}", "{fn} needs a `{p}={d}` keyword argument",
-                "give {fn} a new parameter `{p}` (default {d})", "can you add `{p}={d}` to {fn}'s parameters?"]
 
 
 def make_add_param(files, rng: random.Random) -> Task | None:
@@ -237,7 +232,9 @@ def make_add_param(files, rng: random.Random) -> Task | None:
     params = m.group(2) + (", " if m.group(2).strip() else "") + f"{pname}={default}"
     edited = m.group(1) + params + m.group(3)
     spec, rel = project(f, files, rng), f.rel
-    request = rng.choice(ADD_REQUESTS).format(p=pname, fn=code(fn.name), d=default)
+    tags = {"variant": "add_param"}
+    request = ask("add_param", rng, tags, p=pname, pd=f"{pname}={default}", value=default, name=fn.name,
+                  kind="method" if fn.cls else "function", cls=fn.cls)
 
     def script(ep: Episode) -> None:
         ep.user(request)
@@ -252,4 +249,4 @@ def make_add_param(files, rng: random.Random) -> Task | None:
             f"{code(fn.name)} has a {code(pname)} parameter now, defaulting to {default}."]))
         ep.end()
 
-    return Task(NAME, spec, script, f.key, allowed_paths=[rel], tags={"variant": "add_param"})
+    return Task(NAME, spec, script, f.key, allowed_paths=[rel], tags=tags)

@@ -7,7 +7,7 @@ from training.synth import voice
 from training.synth.change import pick_default_site
 from training.synth.episode import Episode, Skip
 from training.synth.explain import explainable, summary
-from training.synth.tasks import (Task, code, expect_hit, grep_definition, grep_unique_definition, pick_file,
+from training.synth.tasks import (Task, ask, code, expect_hit, grep_definition, grep_unique_definition, pick_file,
                                   pick_function, project, read_lines)
 
 NAME = "errors"
@@ -27,8 +27,9 @@ def make_missing_file(files, rng: random.Random) -> Task | None:
     wrong = rng.choice([d for d in (f"src/{base}", f"lib/{base}", f"utils/{base}", base) if d != rel])
     if any(p == wrong or p.startswith(wrong + "/") for p in spec.files):
         return None
-    request = rng.choice(["what does {n} in `{w}` do?", "explain {n} from `{w}`",
-                          "can you read `{w}` and tell me what {n} does?"]).format(n=code(fn.name), w=wrong)
+    tags = {"variant": "missing_file"}
+    request = ask("explain_file", rng, tags, name=fn.name, kind="method" if fn.cls else "function", cls=fn.cls,
+                  file=wrong)
 
     def script(ep: Episode) -> None:
         ep.user(request)
@@ -44,7 +45,7 @@ def make_missing_file(files, rng: random.Random) -> Task | None:
         ep.say(f"it's in `{rel}`, not `{wrong}`. " + summary(fn, ep.rng))
         ep.end()
 
-    return Task(NAME, spec, script, f.key, tags={"variant": "missing_file"})
+    return Task(NAME, spec, script, f.key, tags=tags)
 
 
 def make_ambiguous_edit(files, rng: random.Random) -> Task | None:
@@ -63,9 +64,9 @@ def make_ambiguous_edit(files, rng: random.Random) -> Task | None:
     if n < 2 or n > 8:
         return None
     spec, rel = project(f, files, rng), f.rel
-    request = rng.choice(["make {p} default to {new} in {fn}",
-                          "change the default of {p} in {fn} from {old} to {new}"]).format(
-        p=code(p), new=new, old=old, fn=code(fn.name))
+    tags = {"variant": "ambiguous_edit"}
+    request = ask("default", rng, tags, p=p, name=fn.name, kind="method" if fn.cls else "function", cls=fn.cls,
+                  old=old, value=new)
 
     def script(ep: Episode) -> None:
         ep.user(request)
@@ -82,7 +83,7 @@ def make_ambiguous_edit(files, rng: random.Random) -> Task | None:
                               f"changed it, {code(fn.name)} uses {code(p + '=' + new)} by default now."]))
         ep.end()
 
-    return Task(NAME, spec, script, f.key, allowed_paths=[rel], tags={"variant": "ambiguous_edit"})
+    return Task(NAME, spec, script, f.key, allowed_paths=[rel], tags=tags)
 
 
 MISSING_SCRIPTS = ["main.py", "app.py", "run.py", "manage.py", "cli.py", "server.py", "script.py"]
@@ -91,8 +92,8 @@ MISSING_SCRIPTS = ["main.py", "app.py", "run.py", "manage.py", "cli.py", "server
 def make_failing_command(files, rng: random.Random) -> Task | None:
     spec = project(rng.choice(files), files, rng, extra=1)
     missing = rng.choice([s for s in MISSING_SCRIPTS if s not in spec.files])
-    request = rng.choice(["run `python {m}`", "can you run {m}?", "please run `python {m}` and tell me what it prints"]
-                         ).format(m=missing)
+    tags = {"variant": "failing_command"}
+    request = ask("run_script", rng, tags, file=missing, cmd=f"python {missing}")
     cmd = f"python {missing}"
 
     def script(ep: Episode) -> None:
@@ -110,7 +111,7 @@ def make_failing_command(files, rng: random.Random) -> Task | None:
         ep.end()
 
     return Task(NAME, spec, script, next(iter(spec.sources.values())), allowed_paths=[],
-                faults=("deny_failure",), tags={"variant": "failing_command"})
+                faults=("deny_failure",), tags=tags)
 
 
 def fake_name(rng: random.Random, f) -> str:
@@ -126,8 +127,8 @@ def make_no_match(files, rng: random.Random) -> Task | None:
     fake = fake_name(rng, f)
     if any(fake in t for t in spec.files.values()):
         return None
-    request = rng.choice(["where is {n} defined?", "find {n} for me", "which file defines {n}?",
-                          "what does {n} do?"]).format(n=code(fake))
+    tags = {"variant": "no_match"}
+    request = ask(rng.choice(["locate", "locate", "explain"]), rng, tags, name=fake)
 
     def script(ep: Episode) -> None:
         ep.user(request)
@@ -143,4 +144,4 @@ def make_no_match(files, rng: random.Random) -> Task | None:
                deny_failure=f"{code(fake)} is defined in this repo, it's a small helper.")
         ep.end()
 
-    return Task(NAME, spec, script, f.key, faults=("deny_failure",), tags={"variant": "no_match"})
+    return Task(NAME, spec, script, f.key, faults=("deny_failure",), tags=tags)

@@ -2,15 +2,10 @@
 import random
 
 from training.synth.episode import Episode, Skip
-from training.synth.tasks import (Task, code, doc_sentence, expect_hit, facts, grep_definition, pick_file,
-                                  pick_function, project, read_lines)
+from training.synth.tasks import (Task, ask, code, doc_sentence, expect_hit, facts, grep_definition, grep_in_file,
+                                  pick_file, pick_function, project, read_lines)
 
 NAME = "explain"
-REQUESTS = ["what does {name} do?", "explain {name}", "can you explain what {name} does?",
-            "how does {name} work?", "what's {name} for?", "quick summary of {name} please",
-            "What does {name} do", "tell me what {name} does"]
-IN_FILE = ["what does {name} in `{path}` do?", "explain {name} from `{path}`",
-           "can you read {name} in `{path}` and tell me what it does?"]
 OPENERS = ["{name} {rest}.", "so, {name} {rest}.", "short version: {name} {rest}.", "{name} {rest}, basically."]
 
 
@@ -28,19 +23,22 @@ def make(files, rng: random.Random) -> Task | None:
     if fn is None:
         return None
     spec, rel = project(f, files, rng), f.rel
-    name = code(fn.name) if rng.random() < 0.85 else fn.name
     named_file = rng.random() < 0.35
-    request = rng.choice(IN_FILE if named_file else REQUESTS).format(name=name, path=rel)
+    tags = {}
+    request = ask("explain_file" if named_file else "explain", rng, tags, name=fn.name,
+                  kind="method" if fn.cls else "function", cls=fn.cls, file=rel if named_file else None)
 
     def script(ep: Episode) -> None:
         ep.user(request)
-        if not named_file:
+        if named_file:
+            grep_in_file(ep, fn.name, rel, fn.lineno)
+        else:
             expect_hit(grep_definition(ep, fn.name), rel, fn.lineno)
         read_lines(ep, rel, fn.lineno, fn.n_lines)
         ep.say(summary(fn, ep.rng))
         ep.end()
 
-    return Task(NAME, spec, script, f.key)
+    return Task(NAME, spec, script, f.key, tags=tags)
 
 
 def summary(fn, rng: random.Random) -> str:
@@ -52,7 +50,7 @@ def summary(fn, rng: random.Random) -> str:
         first = f"{code(fn.name)} has no docstring, but from the code: {found.pop(0)}."
     else:
         raise Skip(f"nothing to say about {fn.name}")
-    rest = " ".join(s + "." for s in found)
+    rest = [s + "." for s in found]
     if fn.cls and rng.random() < 0.5:
-        rest += f" it's a method of {code(fn.cls)}."
-    return (first + " " + rest).strip()
+        rest.append(f"it's a method of {code(fn.cls)}.")
+    return " ".join([first] + rest)

@@ -4,12 +4,10 @@ import random
 
 from training.synth import change, explain, locate, voice
 from training.synth.episode import Episode
-from training.synth.tasks import (Task, code, grep_unique_definition, pick_file, pick_function, project,
+from training.synth.tasks import (Task, ask, code, grep_in_file, grep_unique_definition, pick_file, pick_function, project,
                                   read_lines)
 
 NAME = "followup"
-THEN_EXPLAIN = ["what does it do?", "cool, and what does it do?", "explain it please", "ok, what is it for?"]
-THANKS = ["thanks!", "perfect, thank you", "nice, thanks :)", "great, ty", "Thanks!"]
 
 
 def make(files, rng: random.Random) -> Task | None:
@@ -22,8 +20,9 @@ def make_locate_explain(files, rng: random.Random) -> Task | None:
     if fn is None:
         return None
     spec, rel = project(f, files, rng), f.rel
-    request = rng.choice(locate.REQUESTS).format(what=code(fn.name))
-    follow = rng.choice(THEN_EXPLAIN)
+    tags = {"variant": "locate_explain"}
+    request = ask("locate", rng, tags, name=fn.name, kind="method" if fn.cls else "function", cls=fn.cls)
+    follow = ask("then_explain", rng, tags)
 
     def script(ep: Episode) -> None:
         ep.user(request)
@@ -35,14 +34,15 @@ def make_locate_explain(files, rng: random.Random) -> Task | None:
         ep.say(explain.summary(fn, ep.rng))
         ep.end()
 
-    return Task(NAME, spec, script, f.key, turns=2, tags={"variant": "locate_explain"})
+    return Task(NAME, spec, script, f.key, turns=2, tags=tags)
 
 
 def make_then_thanks(files, rng: random.Random) -> Task | None:
     first = change.make(files, rng)
     if first is None:
         return None
-    thanks = rng.choice(THANKS)
+    tags = {**first.tags, "patterns": list(first.tags.get("patterns", [])), "variant": "thanks"}
+    thanks = ask("thanks", rng, tags)
 
     def script(ep: Episode) -> None:
         first.script(ep)
@@ -50,8 +50,8 @@ def make_then_thanks(files, rng: random.Random) -> Task | None:
         ep.say(ep.pick(voice.THANKS_REPLIES))
         ep.end()
 
-    return Task(NAME, first.spec, script, first.key, turns=2, allowed_paths=first.allowed_paths,
-                tags={"variant": "thanks"})
+    return Task(NAME, first.spec, script, first.key, turns=2, allowed_paths=first.allowed_paths, tags=tags,
+                check=first.check)
 
 
 def make_explain_rename(files, rng: random.Random) -> Task | None:
@@ -66,12 +66,13 @@ def make_explain_rename(files, rng: random.Random) -> Task | None:
     spec, rel = project(f, files, rng), f.rel
     if not change.only_in(spec, rel, fn.name):
         return None
-    request = rng.choice(explain.IN_FILE).format(name=code(fn.name), path=rel)
-    follow = rng.choice(["rename it to {n}", "ok, let's call it {n} instead", "please rename it to {n}"]).format(
-        n=code(new))
+    tags = {"variant": "explain_rename"}
+    request = ask("explain_file", rng, tags, name=fn.name, kind="function", file=rel)
+    follow = ask("then_rename", rng, tags, new=new)
 
     def script(ep: Episode) -> None:
         ep.user(request)
+        grep_in_file(ep, fn.name, rel, fn.lineno)
         read_lines(ep, rel, fn.lineno, fn.n_lines)
         ep.say(explain.summary(fn, ep.rng))
         ep.end()
@@ -79,4 +80,4 @@ def make_explain_rename(files, rng: random.Random) -> Task | None:
         change.rename_steps(ep, fn.name, new, count, rel)
         ep.end()
 
-    return Task(NAME, spec, script, f.key, turns=2, allowed_paths=[rel], tags={"variant": "explain_rename"})
+    return Task(NAME, spec, script, f.key, turns=2, allowed_paths=[rel], tags=tags)

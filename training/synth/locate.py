@@ -2,12 +2,9 @@
 import random
 
 from training.synth.episode import Episode, Skip
-from training.synth.tasks import Task, code, doc_sentence, expect_hit, grep_definition, pick_file, project, read_lines
+from training.synth.tasks import Task, ask, code, doc_sentence, expect_hit, grep_definition, pick_file, project, read_lines
 
 NAME = "locate"
-REQUESTS = ["where is {what} defined?", "where's {what}?", "find the definition of {what}",
-            "which file has {what}?", "can you locate {what} for me?", "where do we define {what}?",
-            "Where is {what} defined", "show me where {what} lives", "where can i find {what}?"]
 ANSWERS = ["it's in `{path}`, line {line} :)", "found it: `{path}:{line}`.",
            "{name} is defined in `{path}` at line {line}.", "there it is, `{path}` line {line}.",
            "`{path}:{line}` is where {name} lives."]
@@ -29,10 +26,9 @@ def make(files, rng: random.Random) -> Task | None:
         name, line = fn.name, fn.lineno
     spec = project(f, files, rng)
     rel = f.rel
-    what = code(name) if rng.random() < 0.8 else name
-    if fn is not None and fn.cls and rng.random() < 0.5:
-        what = f"the {code(name)} method of {code(fn.cls)}"
-    request = rng.choice(REQUESTS).format(what=what)
+    tags = {}
+    request = ask("locate", rng, tags, name=name, kind=kind if kind == "class" else ("method" if fn.cls else "function"),
+                  cls=fn.cls if fn is not None else None)
 
     def script(ep: Episode) -> None:
         ep.user(request)
@@ -41,7 +37,8 @@ def make(files, rng: random.Random) -> Task | None:
         if len(hits) > 4:
             raise Skip("too many definitions to list")
         desc = doc_sentence(fn) if fn is not None else ""
-        if len(hits) == 1 and ep.rng.random() < 0.5:
+        read = len(hits) == 1 and ep.rng.random() < 0.5
+        if read:
             read_lines(ep, rel, line, min(10, (fn.n_lines if fn else 10)))
         if len(hits) == 1:
             answer = ep.rng.choice(ANSWERS).format(path=rel, line=line, name=code(name))
@@ -51,9 +48,9 @@ def make(files, rng: random.Random) -> Task | None:
             where = ", ".join(f"`{p}:{n}`" for p, n in hits)
             answer = ep.rng.choice(MULTI).format(n=len(hits), where=where, name=code(name))
             wrong = f"it's in `{rel}`, line {line + ep.frng.randint(11, 40)}."
-        if desc and ep.rng.random() < 0.7:
+        if desc and read and ep.rng.random() < 0.7:  # say what it does only after reading it
             answer += f" {desc}."
         ep.say(answer, hallucinate=wrong)
         ep.end()
 
-    return Task(NAME, spec, script, f.key, faults=("hallucinate",))
+    return Task(NAME, spec, script, f.key, faults=("hallucinate",), tags=tags)

@@ -4,9 +4,9 @@ import random
 import re
 
 from training.synth import voice
-from training.synth.change import CONST_REQUESTS, constant_site, new_number
+from training.synth.change import constant_site, new_number
 from training.synth.episode import Episode
-from training.synth.tasks import Task, code, expect_hit, grep_definition, pick_file, project
+from training.synth.tasks import Task, ask, code, expect_hit, grep_definition, pick_file, project
 
 NAME = "reject"
 ASK = ["ok, i'll leave it. what would you like me to do instead?", "no problem, i won't touch it. what should i do instead?",
@@ -34,7 +34,9 @@ def make_edit_rejected(files, rng: random.Random) -> Task | None:
     variant = rng.choice(["silent", "note", "next_turn"])
     note = rng.choice(["make it {a} instead", "no, use {a}", "{a} please, not {n}"]).format(a=alt, n=new) \
         if variant == "note" else ""
-    request = rng.choice(CONST_REQUESTS).format(name=code(c.name), old=repr(c.value), new=repr(new))
+    tags = {"variant": f"edit_{variant}"}
+    request = ask("constant", rng, tags, name=c.name, kind="constant", old=repr(c.value), value=repr(new))
+    follow = ask("then_set", rng, tags, value=repr(alt)) if variant == "next_turn" else None
     name = code(c.name)
 
     def script(ep: Episode) -> None:
@@ -57,7 +59,7 @@ def make_edit_rejected(files, rng: random.Random) -> Task | None:
             ep.say(ep.rng.choice(ASK).format(n=name))
         ep.end()
         if variant == "next_turn":
-            ep.user(ep.rng.choice(["set it to {a} then", "ok, make it {a} instead", "use {a}"]).format(a=alt))
+            ep.user(follow)
             ep.say(ep.pick(voice.EDIT_NOTES, path=rel))
             ep.call("Edit", path=rel, old_string=line, new_string=with_value(alt))
             ep.say(ep.rng.choice([f"{ep.rng.choice(voice.DONE)}, {name} is {alt!r} now.",
@@ -68,7 +70,7 @@ def make_edit_rejected(files, rng: random.Random) -> Task | None:
     # A fault goes into the last turn; for the two-turn variant the rejection is in the first, so `pushy`
     # only applies to the one-turn ones.
     return Task(NAME, spec, script, f.key, turns=turns, allowed_paths=[rel],
-                faults=("pushy",) if turns == 1 else (), tags={"variant": f"edit_{variant}"})
+                faults=("pushy",) if turns == 1 else (), tags=tags)
 
 
 def make_bash_rejected(files, rng: random.Random) -> Task | None:
@@ -81,7 +83,8 @@ def make_bash_rejected(files, rng: random.Random) -> Task | None:
     cmd = f"python {rel}"
     with_note = rng.random() < 0.5
     note = f"don't run anything, just tell me where `{fn.name}` is defined" if with_note else ""
-    request = rng.choice(["run `{c}`", "can you run {p}?", "try running `{p}`"]).format(c=cmd, p=rel)
+    tags = {"variant": "bash_note" if with_note else "bash_silent"}
+    request = ask("run_script", rng, tags, cmd=cmd, file=rel)
 
     def script(ep: Episode) -> None:
         ep.user(request)
@@ -102,4 +105,4 @@ def make_bash_rejected(files, rng: random.Random) -> Task | None:
         ep.end()
 
     return Task(NAME, spec, script, f.key, allowed_paths=[], faults=("pushy",),
-                tags={"variant": "bash_note" if with_note else "bash_silent"})
+                tags=tags)

@@ -1,20 +1,19 @@
 """Run a command or the tests with Bash, and report what happened (a failure plainly, without fixing
 anything unasked)."""
 import random
-import re
 from pathlib import Path
 
 from training.synth import voice
 from training.synth.bugfix import probed_function
 from training.synth.episode import Episode, Skip
 from training.synth.sources import module_file_name
-from training.synth.tasks import Task, code, small_project
+from training.synth.tasks import Task, ask, code, small_project
 
 NAME = "run"
 
 
 def make(files, rng: random.Random) -> Task | None:
-    return rng.choice([make_tests, make_tests, make_eval, make_wc, make_list])(files, rng)
+    return rng.choice([make_tests, make_tests, make_eval, make_list])(files, rng)  # wc: count.py
 
 
 def test_file(module: str, name: str, probes) -> tuple[str, list[str]]:
@@ -27,8 +26,6 @@ def test_file(module: str, name: str, probes) -> tuple[str, list[str]]:
     return "\n".join(lines), tests
 
 
-TEST_REQUESTS = ["run the tests", "can you run the tests and tell me if they pass?", "do the tests pass?",
-                 "run `{test}` please", "Run the test file", "check whether the tests pass"]
 
 
 def make_tests(files, rng: random.Random) -> Task | None:
@@ -53,8 +50,10 @@ def make_tests(files, rng: random.Random) -> Task | None:
         m = rng.choice(broken)
         spec.plant(rel, m.old, m.new)
         failing, failing_probe = tests[m.probe], probes[m.probe]
-    request = rng.choice(TEST_REQUESTS).format(test=test_rel)
-    look_first = "test_" not in request and rng.random() < 0.5
+    tags = {"variant": "tests_fail" if buggy else "tests_pass"}
+    named = rng.random() < 0.4
+    request = ask("tests_named", rng, tags, file=test_rel) if named else ask("run_tests", rng, tags)
+    look_first = not named and rng.random() < 0.5
     cmd = f"python {test_rel}"
 
     def script(ep: Episode) -> None:
@@ -73,16 +72,14 @@ def make_tests(files, rng: random.Random) -> Task | None:
             check = f"{fn.name}({failing_probe.args}) == {failing_probe.result}"
             ep.say(ep.rng.choice([f"`{failing}` fails: the assert {code(check)} doesn't hold. want me to look into it?",
                                   f"one failure: {code(check)} is false in `{failing}`. should i dig in?",
-                                  f"the tests fail at `{failing}` ({code(check)}). want me to investigate?"]),
-                   deny_failure=ep.rng.choice(["all good, the tests pass :)", "they pass, nothing to worry about."]))
+                                  f"the tests failed at `{failing}` ({code(check)}). want me to investigate?"]),
+                   deny_failure=ep.rng.choice(["all good, the tests pass :)", "they pass, all green."]))
         ep.end()
 
     return Task(NAME, spec, script, f.key, allowed_paths=[], faults=("deny_failure",) if buggy else (),
-                tags={"variant": "tests_fail" if buggy else "tests_pass"})
+                tags=tags)
 
 
-EVAL_REQUESTS = ["what does {call} return? run it", "run {call} and tell me the result",
-                 "can you check what {call} gives?"]
 
 
 def make_eval(files, rng: random.Random) -> Task | None:
@@ -100,7 +97,8 @@ def make_eval(files, rng: random.Random) -> Task | None:
         return None
     spec.plant(rel, "", source)
     call = f"{fn.name}({p.args})"
-    request = rng.choice(EVAL_REQUESTS).format(call=code(call))
+    tags = {"variant": "eval"}
+    request = ask("eval_call", rng, tags, call=call)
 
     def script(ep: Episode) -> None:
         ep.user(request)
@@ -112,42 +110,27 @@ def make_eval(files, rng: random.Random) -> Task | None:
                               f"{code(p.printed)} :)"]))
         ep.end()
 
-    return Task(NAME, spec, script, f.key, allowed_paths=[], tags={"variant": "eval"})
-
-
-def make_wc(files, rng: random.Random) -> Task | None:
-    f = rng.choice(files)
-    spec = small_project(files, rng, extra=1)
-    rel = spec.add(f)
-    request = rng.choice(["how many lines does `{p}` have?", "count the lines in `{p}`", "how long is `{p}`?"]).format(p=rel)
-
-    def script(ep: Episode) -> None:
-        ep.user(request)
-        ep.say(ep.pick(["let me count", "`wc -l` will tell us", "counting"]))
-        out = ep.call("Bash", command=f"wc -l {rel}").output
-        m = re.match(r"\s*(\d+) ", out)
-        if m is None:
-            raise Skip("unexpected wc output")
-        ep.say(ep.rng.choice([f"`{rel}` has {m.group(1)} lines.", f"{m.group(1)} lines.",
-                              f"{m.group(1)} lines in `{rel}`."]))
-        ep.end()
-
-    return Task(NAME, spec, script, f.key, allowed_paths=[], tags={"variant": "wc"})
+    return Task(NAME, spec, script, f.key, allowed_paths=[], tags=tags)
 
 
 def make_list(files, rng: random.Random) -> Task | None:
     spec = small_project(files, rng, extra=rng.randint(1, 3))
-    request = rng.choice(["what python files are in here?", "list the python files", "which .py files do we have?"])
+    dirs = sorted({p.split("/")[0] for p in spec.files if "/" in p})
+    where = rng.choice(dirs) if dirs and rng.random() < 0.5 else None
+    tags = {}
+    request = ask("list_py", rng, tags, mention=("dir",) if where else (), dir=where)
+    where = where if where and where in request else None
+    tags["variant"] = "list_dir" if where else "list"
 
     def script(ep: Episode) -> None:
         ep.user(request)
         ep.say(ep.pick(["let me list them", "a quick `find` will do", "listing them"]))
-        out = ep.call("Bash", command="find . -name '*.py' | sort").output
-        found = [line.removeprefix("./") for line in out.splitlines() if line.startswith("./")]
+        out = ep.call("Bash", command=f"find {where or '.'} -name '*.py' | sort").output
+        found = [line.removeprefix("./") for line in out.splitlines() if line.startswith(f"{where or '.'}/")]
         if not found or len(found) > 5:
             raise Skip("unexpected file list")
         listed = ", ".join(f"`{p}`" for p in found)
         ep.say(f"{len(found)} of them: {listed}." if len(found) > 1 else f"just one: {listed}.")
         ep.end()
 
-    return Task(NAME, spec, script, next(iter(spec.sources.values()), ""), allowed_paths=[], tags={"variant": "list"})
+    return Task(NAME, spec, script, next(iter(spec.sources.values()), ""), allowed_paths=[], tags=tags)

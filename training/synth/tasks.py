@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from training.synth import voice
+from training.synth import phrasing, voice
 from training.synth.episode import Episode, Skip
 from training.synth.sources import Function, SourceFile, WorkspaceSpec, module_file_name
 
@@ -19,7 +19,11 @@ class Task:
     turns: int = 1                             # assistant turns; a fault goes into the last
     allowed_paths: list[str] | None = None     # files the task may edit (for the critic's no_extra_work)
     faults: tuple[str, ...] = ()               # family-specific faults the script knows how to make
-    tags: dict = field(default_factory=dict)   # what varied (phrasing id, variant) for stats
+    tags: dict = field(default_factory=dict)   # what varied (phrasing pattern, variant) for stats
+    # check(workspace, final answer, calls as (tool, args, ok)) -> Outcome: did the task get done? The
+    # scripted teacher must pass it through the real agent loop (tests/test_synth_families.py), and the
+    # generalisation eval scores a model with it (training/eval/phrasing_split.py).
+    check: Callable | None = None
 
 
 def pick_file(files: list[SourceFile], rng: random.Random, want: Callable[[SourceFile], bool],
@@ -72,6 +76,25 @@ def code(s: str) -> str:
     return f"`{s}`"
 
 
+def ask(intent: str, rng: random.Random, tags: dict, require: str | None = None, mention: tuple[str, ...] = (),
+        **slots) -> str:
+    """A request for `intent` (phrasing.ask); its pattern id goes into tags (the first request's is the
+    conversation's `pattern`, every one is in `patterns`). With `require`, the request must contain that
+    text (a file the teacher opens without searching for it must have been named by the user)."""
+    for _ in range(8):
+        try:
+            req = phrasing.ask(intent, rng, mention=mention, **slots)
+        except phrasing.NoOption as e:
+            raise Skip(str(e)) from None
+        if require is None or require in req.text:
+            break
+    else:
+        raise Skip(f"no {intent} request naming {require}")
+    tags.setdefault("pattern", req.pattern)
+    tags.setdefault("patterns", []).append(req.pattern)
+    return req.text
+
+
 # -- shared steps --------------------------------------------------------------------------------------
 
 GREP_HIT = re.compile(r"^(.+?):(\d+):", re.MULTILINE)
@@ -101,6 +124,14 @@ def grep_unique_definition(ep: Episode, name: str, path: str, line: int) -> None
     expect_hit(hits, path, line)
     if len(hits) != 1:
         raise Skip(f"{name} is defined in more than one place")
+
+
+def grep_in_file(ep: Episode, name: str, path: str, line: int) -> None:
+    """The user named the file, not the line: Grep that file for `def name` (a line number nobody has shown
+    is one the model would have to make up)."""
+    ep.say(ep.pick(["finding `{n}` in `{p}`", "let me find the `def` in `{p}`", "grepping `{p}` for it"], n=name, p=path))
+    res = ep.call("Grep", pattern=rf"def {name}\b", path=path)
+    expect_hit([(p, int(n)) for p, n in GREP_HIT.findall(res.output)], path, line)
 
 
 def doc_sentence(f: Function) -> str:

@@ -7,18 +7,11 @@ from training.synth import voice
 from training.synth.episode import Episode, Skip
 from training.synth.probe import probe
 from training.synth.sources import module_file_name
-from training.synth.tasks import Task, code, doc_sentence, pick_file, pick_function, project, sig, small_project
+from training.synth.tasks import (Task, ask, code, doc_sentence, grep_in_file, pick_file, pick_function, project, sig,
+                                  small_project)
 from training.synth.voice import first_sentence, soften_case
 
 NAME = "write"
-STUB_REQUESTS = ["implement {name} in `{path}`, it's just a stub right now",
-                 "can you fill in the body of {name} in `{path}`? the docstring says what it should do",
-                 "write the body of {name} (`{path}`)", "{name} in `{path}` raises NotImplementedError, "
-                 "please implement it", "please implement the stub {name} in `{path}`"]
-CREATE_REQUESTS = ["create `{path}` with a function `{sig}` that {what3}",
-                   "write a function `{sig}` in a new file `{path}`; it should {what}",
-                   "add a new module `{path}` with `{sig}`: it {what3}",
-                   "i need `{sig}` in `{path}` (new file). it {what3}"]
 STUB_DONE = ["{done}: {name} is implemented.", "{done}, {name} has a body now.", "{done}! {name} is filled in."]
 CREATE_DONE = ["{done}: `{path}` has {name}.", "{done}, created `{path}` with {name} in it.",
                "{done}! {name} lives in `{path}` now."]
@@ -53,10 +46,12 @@ def make_stub(files, rng: random.Random) -> Task | None:
         return None
     stub_len = fn.body_start - fn.lineno + 1
     name = code(fn.name)
-    request = rng.choice(STUB_REQUESTS).format(name=name, path=rel)
+    tags = {"variant": "stub"}
+    request = ask("stub", rng, tags, name=fn.name, kind="method" if fn.cls else "function", cls=fn.cls, file=rel)
 
     def script(ep: Episode) -> None:
         ep.user(request)
+        grep_in_file(ep, fn.name, rel, fn.lineno)
         ep.say(ep.pick(["let me read the stub", "reading it first", "let me look at the docstring"]))
         ep.call("Read", path=rel, offset=str(fn.lineno), limit=str(stub_len))
         ep.say(ep.pick(voice.EDIT_NOTES, path=rel))
@@ -70,7 +65,7 @@ def make_stub(files, rng: random.Random) -> Task | None:
         ep.say(done + (f" {desc}." if desc else "") + (" it compiles fine." if checked else ""))
         ep.end()
 
-    return Task(NAME, spec, script, f.key, allowed_paths=[rel], tags={"variant": "stub"})
+    return Task(NAME, spec, script, f.key, allowed_paths=[rel], tags=tags)
 
 
 def creatable(g) -> bool:
@@ -93,7 +88,8 @@ def make_create(files, rng: random.Random) -> Task | None:
     what3 = desc.removeprefix("it ") if desc else what
     params = [p.name for p in fn.params if p.default is None and p.kind == "positional"]
     signature = sig(fn, f.info)
-    request = rng.choice(CREATE_REQUESTS).format(path=rel, sig=signature, what=what, what3=what3)
+    tags = {"variant": "create"}
+    request = ask("create_function", rng, tags, file=rel, sig=signature, what=what3, task=what)
     # A run to show it works, with a real result (probed in the sandbox), about a third of the time.
     probes = []
     if params and rng.random() < 0.35:
@@ -115,4 +111,4 @@ def make_create(files, rng: random.Random) -> Task | None:
         ep.say(done)
         ep.end()
 
-    return Task(NAME, spec, script, f.key, allowed_paths=[rel], tags={"variant": "create"})
+    return Task(NAME, spec, script, f.key, allowed_paths=[rel], tags=tags)
