@@ -4,7 +4,7 @@
     episode.py    a scripted teacher running the real tools in a real workspace; seeded faults
     voice.py      SOUL.md's voice as phrase banks; the faults that break it, one rule each
     phrasing.py   requests as people type them: templates x slots x surface transforms, held-out patterns
-    requests.py   the request templates, by intent
+    requests/     the request templates, by intent
     probe.py      running self-contained corpus functions in the sandbox: real results, planted bugs
     programs.py   small programs from a description, with their exact output (the create family)
     textfiles.py  notes, configs, CSVs, READMEs: the non-code files of a project

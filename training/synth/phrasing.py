@@ -2,7 +2,7 @@
 
     ask(intent, rng, name=..., kind=..., file=..., **slots) -> Request(text, pattern, forms)
 
-An intent (`locate`, `read_head`, `thanks`, ...) has a bank of templates in requests.py. A template is a
+An intent (`locate`, `read_head`, `thanks`, ...) has a bank of templates in requests/. A template is a
 line of a tiny grammar: its first character is its class (`?` a question, `!` an imperative, `.` a
 statement), `<a|b|>` picks one alternative, `[x]` is optional, `{slot}` is filled in. The slots that
 name code are rendered with a *name style* (bare, in backticks, in quotes, with `()`, with or without
@@ -61,7 +61,7 @@ def is_held_out(oid: str) -> bool:
 def partition(bank: str, options: list[str]) -> dict[str, list[str]]:
     """The seen and unseen options of a bank. A bank of 3+ options keeps at least one of each (an intent
     must be trainable, and testable on something it was not trained on); smaller banks are all seen. The
-    first option is always seen: requests.py lists an intent's plainest phrasing first ("read the file
+    first option is always seen: requests/ lists an intent's plainest phrasing first ("read the file
     X"), the one the most users type, and the product must not lose it to the eval."""
     if len(options) < 3:
         return {"seen": list(options), "unseen": []}
