@@ -20,10 +20,8 @@ from pathlib import Path
 from nanocode.template import render_conversation
 from nanocode.tokenizer import Tokenizer
 from training.eval.agent_tasks import AgentTask
+from training.eval.agent import TURN_ERRORS  # the Error kinds about the turn, not a call
 
-# Error kinds about the turn as a whole; any other Error kind is a malformed call (nanocode/template.py).
-TURN_ERRORS = frozenset({"context", "context_trimmed", "length", "max_steps", "repeated_failure", "internal",
-                         "error"})
 
 
 @dataclass
