@@ -33,9 +33,10 @@ def test_eval_commands_write_json_next_to_the_model_and_report_collects_them(mod
 
     out = invoke("eval", "agent", "--model", model_dir, "--per-kind", 1, "--kinds", "locate,run",
                  "--max-steps", 1, "--max-reply-tokens", 4)
-    assert "task success" in out
-    agent = json.loads((model_dir / "eval" / "agent.json").read_text())
-    assert agent["n_tasks"] == 2 and set(agent["success_by_kind"]) == {"locate", "run"}
+    assert "task success" in out and "unseen phrasings" in out and "repeated failed call" in out
+    agent = json.loads((model_dir / "eval" / "agent.json").read_text())  # each task asked seen and unseen
+    assert agent["n_tasks"] == 4 and set(agent["success_by_kind"]) == {"locate", "run"}
+    assert agent["seen"]["n_tasks"] == agent["unseen"]["n_tasks"] == 2 and set(agent["by_kind"]) == {"locate", "run"}
 
     md = model_dir.parent / "report" / "report.md"
     out = invoke("report", model_dir.parent)

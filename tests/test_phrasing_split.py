@@ -4,7 +4,8 @@ import pytest
 
 from training.eval.agent import oracle_source, step_ids
 from training.eval.agent_tasks import ALL_KINDS
-from training.eval.phrasing_split import (evaluate_split, made_up_suites, real_file_suites, repeated_failures,
+from training.eval.agent import repeated_failures
+from training.eval.phrasing_split import (evaluate_split, made_up_suites, real_file_suites,
                                           split_suites)
 from training.synth import phrasing, testing
 

@@ -108,6 +108,24 @@ def test_a_killed_run_resumes_with_the_same_next_round(start_model, tmp_path):
     assert rounds("killed")[2] == rounds("whole")[2]
 
 
+def test_max_minutes_ends_the_run_early_with_a_model(start_model, tmp_path):
+    cfg = replace(from_preset("test"), rounds=5, tasks=2, samples=2, max_steps=1, max_reply_tokens=8,
+                  soul_weight=0.0, max_minutes=1e-6)  # past after the first round
+    summary = train_rl(cfg, start_model, tmp_path / "run", make_tasks=short_tasks)
+    assert summary["rounds"] == 1 and summary["planned_rounds"] == 5 and summary["final"]["round"] == 1
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
+
+
+def test_round_tasks_use_training_phrasings_and_the_held_out_ones_do_not():
+    from training.rl import held_out_tasks, round_tasks
+    from training.synth import phrasing
+    cfg = from_preset("test", kinds="locate,read,explore", tasks=6)
+    train, held_out = round_tasks(cfg, 0), held_out_tasks(cfg)
+    held = phrasing.held_out_ids()  # of the banks used so far
+    assert len(train) == 6 and not any(t.pattern in held for t in train if t.pattern)
+    assert held_out and all(t.pattern in held for t in held_out)
+
+
 def test_bad_settings_are_refused_clearly(start_model, tmp_path):
     with pytest.raises(StageError, match="--method must be grpo or rft"):
         from_preset("test", method="ppo")
@@ -117,4 +135,6 @@ def test_bad_settings_are_refused_clearly(start_model, tmp_path):
         train_rl(from_preset("test", kinds="locate,teleport"), start_model, tmp_path / "x")
     with pytest.raises(StageError, match="unknown preset"):
         from_preset("huge")
+    with pytest.raises(StageError, match="--max-minutes must be >= 0"):
+        from_preset("test", max_minutes=-1)
     assert np.isfinite(from_preset("gpu").lr_frac)

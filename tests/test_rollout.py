@@ -3,7 +3,7 @@ import time
 
 from training.eval.agent import step_ids
 from training.eval.agent_tasks import KINDS, AgentTask, Outcome, make_suite
-from training.eval.rollout import repeated_failures, run_rollouts
+from training.eval.rollout import run_rollouts
 
 
 class ScriptedBatchSampler:
@@ -51,12 +51,6 @@ def test_a_rollout_past_its_deadline_is_cut_and_fails(tiny_tokenizer):
     [r], _ = run_rollouts([task], slow, tiny_tokenizer, deadline_s=0.3)
     assert not r.success and r.end == "deadline" and "cut after 0.3 s" in r.detail
     assert time.perf_counter() - started < 5
-
-
-def test_repeated_failures_count_identical_calls_after_a_failure():
-    calls = [("Grep", {"pattern": "x"}, False), ("Grep", {"pattern": "x"}, False), ("Grep", {"pattern": "y"}, True),
-             ("Grep", {"pattern": "x"}, True), ("Read", {"path": "a"}, True), ("Read", {"path": "a"}, True)]
-    assert repeated_failures(calls) == 2
 
 
 def test_a_checker_sees_the_workspace_the_rollout_left(tiny_tokenizer):

@@ -185,8 +185,13 @@ def model_card(model) -> str:
     agent = ev.get("agent", {})
     for kind, rate in agent.get("success_by_kind", {}).items():
         measured.append(f"- agent task `{kind}`: {ability(rate)} ({fmt(rate, 2)} of tasks)")
+    if "unseen" in agent:
+        measured.append(f"- agent tasks asked as its training data asks: {fmt(agent['seen'].get('success_rate'), 2)}"
+                        f"; asked in phrasings it never trained on: {fmt(agent['unseen'].get('success_rate'), 2)}")
     if "well_formed_call_rate" in agent:
         measured.append(f"- writes well-formed tool calls: {fmt(agent['well_formed_call_rate'], 2)} of its calls")
+    if agent.get("repeated_failed_call_turns") is not None:
+        measured.append(f"- repeats a call that just failed in {fmt(agent['repeated_failed_call_turns'], 2)} of turns")
     he = ev.get("humaneval", {})
     if "pass@1" in he:
         measured.append(f"- writes a short Python function from its docstring (HumanEval pass@1): "

@@ -5,7 +5,8 @@
 
 Every round, top to bottom:
 1. tasks: `--tasks` procedural agent tasks with checkers (training/eval/agent_tasks.py) from the training
-   seeds; the held-out split is the suite `nanocode eval agent` runs (its seeds are never trained on);
+   seeds, asked with the request generator's training phrasings; held out: the unseen-phrasing suite of
+   `nanocode eval agent` (its seeds and phrasing patterns are never trained on);
 2. rollouts: `--samples` attempts of each task at `--temperature`, all decoded batched and each in a
    throwaway workspace with every call approved (training/eval/rollout.py);
 3. reward: the checker's success, minus penalties for malformed calls, calls repeated identically after
@@ -15,7 +16,9 @@ Every round, top to bottom:
    wrote), each row weighted by its advantage. `--method grpo`: reward minus the mean of its task's
    group (nanochat's chat_rl: on-policy, no ratio clipping, no KL term); `rft`: rejection-sampling
    fine-tuning, weight 1 on the successful rollouts and 0 elsewhere (SFT on its own successes).
-The round's state is checkpointed, so a kill -9 resumes at the next round with the same tasks.
+The round's state is checkpointed, so a kill -9 resumes at the next round with the same tasks. With
+`--max-minutes` no round starts after that much time: the run ends early (its learning-rate schedule
+unfinished) with the held-out evaluation and the model, so a speedrun keeps its time budget.
 
     --out/ckpt/  --out/log.jsonl  --out/model/  --out/complete.json   (as the other stages)
 """
@@ -54,6 +57,7 @@ def flags() -> common.Flags:
         "deadline_s": "Seconds a rollout may run before it is cut (and fails).",
         "eval_per_kind": "Held-out tasks per kind at each evaluation.",
         "eval_every": "Rounds between held-out evaluations (0: only at start and end).",
+        "max_minutes": "Start no round after this many minutes of rounds (0: no limit); the run then ends.",
         "seed": "Task and sampling seed.",
     })
     return p
@@ -79,6 +83,7 @@ class RLConfig:
     device_batch: int = 8             # rows per micro-step
     eval_per_kind: int = 2
     eval_every: int = 5
+    max_minutes: float = 0.0          # 0: no limit
     keep_checkpoints: int = 2
     seed: int = 0
     remat: str = "none"
@@ -90,8 +95,9 @@ class RLConfig:
                 raise StageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.method not in METHODS:
             raise StageError(f"--method must be {' or '.join(METHODS)}, got {self.method!r}")
-        if self.eval_every < 0 or self.deadline_s <= 0 or self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise StageError("--eval-every must be >= 0, --deadline-s > 0, --temperature >= 0, --top-p in (0, 1]")
+        if (self.eval_every < 0 or self.max_minutes < 0 or self.deadline_s <= 0 or self.temperature < 0
+                or not 0 < self.top_p <= 1):
+            raise StageError("--eval-every and --max-minutes must be >= 0, --deadline-s > 0, --temperature >= 0, --top-p in (0, 1]")
         if not 0 < self.lr_frac <= 1:
             raise StageError(f"--lr-frac must be in (0, 1], got {self.lr_frac}")
         if self.method == "grpo" and self.samples < 2:
@@ -108,7 +114,7 @@ PRESETS = {
     "gpu": dict(rounds=30, tasks=32, samples=8, eval_every=5),
 }
 RESUMABLE_CHANGES = {"eval_every", "eval_per_kind", "keep_checkpoints", "device_batch", "remat",
-                     "deadline_s"}
+                     "deadline_s", "max_minutes"}
 
 
 def from_preset(name: str, **overrides) -> RLConfig:
@@ -182,30 +188,32 @@ def weighted_loss_fn(graphdef, remat: str = "none"):
 # --- tasks ------------------------------------------------------------------------------------------------
 
 def round_tasks(cfg: RLConfig, round_index: int, make_tasks=None):
-    """The round's training tasks: `cfg.tasks` of them, cycling over the kinds, from the round's own seed."""
-    from training.eval import agent_tasks
+    """The round's training tasks: `cfg.tasks` of them, cycling over the kinds, from the round's own seed,
+    asked with the request generator's training phrasings (the held-out ones stay for the eval)."""
+    from training.eval import agent_tasks, phrasing_split
+    seed = TRAIN_SEED + cfg.seed * 1000 + round_index
     if make_tasks is not None:
-        return make_tasks(round_index, cfg.tasks, TRAIN_SEED + cfg.seed * 1000 + round_index)
+        return make_tasks(round_index, cfg.tasks, seed)
     kinds = kinds_of(cfg)
     per_kind = math.ceil(cfg.tasks / len(kinds))
-    return agent_tasks.make_suite(per_kind, TRAIN_SEED + cfg.seed * 1000 + round_index, kinds)[:cfg.tasks]
+    return phrasing_split.phrased(agent_tasks.make_suite(per_kind, seed, kinds)[:cfg.tasks], "seen", seed, keep=True)
 
 
 def kinds_of(cfg: RLConfig) -> tuple[str, ...]:
     from training.eval import agent_tasks
-    kinds = tuple(k.strip() for k in cfg.kinds.split(",") if k.strip()) or agent_tasks.KINDS
+    kinds = tuple(k.strip() for k in cfg.kinds.split(",") if k.strip()) or agent_tasks.ALL_KINDS
     unknown = [k for k in kinds if k not in agent_tasks.MAKERS]
     if unknown:
-        raise StageError(f"unknown task kind(s) {', '.join(unknown)}; the kinds are {', '.join(agent_tasks.KINDS)}")
+        raise StageError(f"unknown task kind(s) {', '.join(unknown)}; the kinds are {', '.join(agent_tasks.ALL_KINDS)}")
     return kinds
 
 
 def held_out_tasks(cfg: RLConfig, make_tasks=None):
-    """The suite `nanocode eval agent` runs (seed 0), never a training seed."""
-    from training.eval import agent_tasks
+    """The unseen-phrasing half of `nanocode eval agent`'s made-up suite (seed 0, never a training seed)."""
+    from training.eval import phrasing_split
     if make_tasks is not None:
         return make_tasks(-1, cfg.eval_per_kind * 4, 0)
-    return agent_tasks.make_suite(cfg.eval_per_kind, 0, kinds_of(cfg))
+    return phrasing_split.made_up_suites(cfg.eval_per_kind, 0, kinds_of(cfg))["unseen"]
 
 
 # --- the stage ------------------------------------------------------------------------------------------
@@ -304,6 +312,7 @@ def train_rl(cfg: RLConfig, model_dir: Path | None = None, out: Path | None = No
 
     first_eval = evaluate(start) if start == 0 else None
     started = time.perf_counter()
+    last_round = cfg.rounds
     try:
         for round_index in range(start, cfg.rounds):
             t0 = time.perf_counter()
@@ -347,15 +356,20 @@ def train_rl(cfg: RLConfig, model_dir: Path | None = None, out: Path | None = No
             if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.rounds:
                 evaluate(done)
             ckpt.save(done, state, {"step": done, **run_meta})
+            if cfg.max_minutes and time.perf_counter() - started >= 60 * cfg.max_minutes and done < cfg.rounds:
+                console.print(f"[yellow]--max-minutes {cfg.max_minutes} reached after {done} of {cfg.rounds} "
+                              "rounds; ending the run here[/]")
+                last_round = done
+                break
         ckpt.wait()
     finally:
         ckpt.close()
 
-    final = evaluate(cfg.rounds)
-    summary = {"rounds": cfg.rounds, "first": first_eval, "final": final, "model": "model",
+    final = evaluate(last_round)
+    summary = {"rounds": last_round, "planned_rounds": cfg.rounds, "first": first_eval, "final": final, "model": "model",
                "from": str(model_dir), "config": cfg.to_dict()}
     save_model(out / "model", jax.device_get(state["params"]), tok, model_cfg,
-               meta={"stage": "rl", "from": str(model_dir), "rounds": cfg.rounds, "held_out": final,
+               meta={"stage": "rl", "from": str(model_dir), "rounds": last_round, "held_out": final,
                      "rl_config": cfg.to_dict()})
     common.write_json(out / common.COMPLETE, summary)
     common.publish(out / "model", out.name)

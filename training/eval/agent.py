@@ -1,9 +1,12 @@
 """`nanocode eval agent`: the agentic tasks of training/eval/agent_tasks.py, each in its own temporary workspace,
 run through the real agent loop (agent/loop.py) with every call approved automatically, and scored by the
-workspace and the answer they leave.
+workspace and the answer they leave. Every task is asked twice, with a phrasing pattern the synth data
+trains on and with one it never sees (training/eval/phrasing_split.py); with --corpus or --src, tasks on
+real files no training conversation was made from are added.
 
-Reported: task success (overall and per kind), the share of tool calls that were well formed, tool calls
-per task, how turns ended, and a few transcripts (conversation JSON, DESIGN.md) to read.
+Reported, overall and per split: task success (overall and per kind), the share of tool calls that were
+well formed, tool calls per task, calls repeated identically after they failed, how turns ended, and a
+few transcripts (conversation JSON, DESIGN.md) to read.
 
 The agent loop lives in `agent/`, which training code must not import at module import time (DESIGN.md:
 training depends on nanocode and tools only, and must run where the UI libraries are absent). So every
@@ -26,8 +29,13 @@ def flags() -> common.Flags:
     p = common.Flags(prog="nanocode eval agent", description="Agentic tasks in temporary workspaces "
                                 "through the real agent loop, every call approved.")
     results.model_flags(p)
-    p.add_argument("--per-kind", type=int, default=3, help="Tasks of each kind.")
-    p.add_argument("--kinds", help="Comma-separated subset of: locate, answer, rename, edit, create, run.")
+    p.add_argument("--per-kind", type=int, default=2, help="Tasks of each kind (each asked in both splits).")
+    p.add_argument("--kinds", help="Comma-separated subset of the task kinds (default: all of them).")
+    p.add_argument("--corpus", type=Path, help="Also tasks on the real files of this corpus's validation split "
+                   "(a `nanocode data corpus` output).")
+    p.add_argument("--src", type=Path, help="Also tasks on real files of this directory of Python files.")
+    p.add_argument("--per-family", type=int, default=1, help="Real-file tasks of each synth family (with "
+                   "--corpus or --src).")
     p.add_argument("--max-steps", type=int, default=12, help="Most tool calls per task.")
     p.add_argument("--max-reply-tokens", type=int, default=512)
     p.add_argument("--temperature", type=float, default=0.0)
@@ -123,8 +131,9 @@ def evaluate(tasks: list[AgentTask], source_for, tok: Tokenizer, *, max_steps: i
             ep = run_episode(ws, task.prompt, source_for(task), tok, max_steps=max_steps,
                              max_reply_tokens=max_reply_tokens, temperature=temperature)
             outcome = task.check(ws, ep.answer, ep.calls)
-        rows.append({"id": task.id, "kind": task.kind, "success": outcome.success, "detail": outcome.detail,
-                     "tool_calls": len(ep.calls), "malformed_calls": ep.malformed, "end": ep.end})
+        rows.append({"id": task.id, "kind": task.kind, "pattern": task.pattern, "prompt": task.prompt,
+                     "success": outcome.success, "detail": outcome.detail, "tool_calls": len(ep.calls),
+                     "malformed_calls": ep.malformed, "repeats": repeated_failures(ep.calls), "end": ep.end})
         # One transcript per kind (the first task of each), then failures, up to keep_transcripts.
         if len(transcripts) < keep_transcripts and (task.kind not in kept_kinds or not outcome.success):
             kept_kinds.add(task.kind)
@@ -137,10 +146,26 @@ def evaluate(tasks: list[AgentTask], source_for, tok: Tokenizer, *, max_steps: i
                                            "temperature": temperature}}
 
 
+def repeated_failures(calls: list[tuple[str, dict, bool]]) -> int:
+    """Calls made again, name and arguments identical, after that call had failed and with no successful
+    Edit in between (rerunning the failing tests after a fix is the right thing to do): the shipped model's
+    habit that issue 15 measures."""
+    failed, repeats = set(), 0
+    for name, args, ok in calls:
+        key = (name, tuple(sorted(args.items())))
+        repeats += key in failed
+        if not ok:
+            failed.add(key)
+        elif name == "Edit":
+            failed.clear()
+    return repeats
+
+
 def summarise(rows: list[dict]) -> dict:
     n = len(rows)
     calls = sum(r["tool_calls"] for r in rows)
     malformed = sum(r["malformed_calls"] for r in rows)
+    repeats = sum(r.get("repeats", 0) for r in rows)
     kinds = list(dict.fromkeys(r["kind"] for r in rows))  # in order of first appearance
     return {
         "n_tasks": n,
@@ -150,40 +175,59 @@ def summarise(rows: list[dict]) -> dict:
         "well_formed_call_rate": calls / (calls + malformed) if calls + malformed else None,
         # A step is a tool call, well formed or not: what the loop's max_steps counts.
         "steps_per_task": (calls + malformed) / n if n else None,
+        "repeated_failed_calls": repeats,
+        # the issue's measure: the share of turns (one task is one turn) with a call repeated after it failed
+        "repeated_failed_call_turns": sum(r.get("repeats", 0) > 0 for r in rows) / n if n else None,
         "turn_ends": dict(Counter(r["end"] for r in rows)),
     }
 
 
 def summary_table(result: dict) -> Table:
-    rows = [["task success", fmt(result["success_rate"])]]
-    rows += [[f"success: {kind}", fmt(rate)] for kind, rate in result["success_by_kind"].items()]
-    rows += [["well-formed tool calls", fmt(result["well_formed_call_rate"])],
-             ["steps (tool calls) per task", fmt(result["steps_per_task"], 2)],
-             ["tasks", fmt(result["n_tasks"])]]
-    rows += [[f"turns ended: {reason}", fmt(count)] for reason, count in sorted(result["turn_ends"].items())]
-    return Table("Agent tasks", ["metric", "value"], rows)
+    """One column per split when the result has them (evaluate_split), else one value column."""
+    splits = [s for s in ("seen", "unseen") if s in result]
+    cols = [result[s] for s in splits] or [result]
+    row = lambda name, key, digits=3: [name, *(fmt(c.get(key), digits) for c in cols)]  # noqa: E731
+    rows = [row("task success", "success_rate")]
+    kinds = list(dict.fromkeys(k for c in cols for k in c["success_by_kind"]))
+    rows += [[f"success: {k}", *(fmt(c["success_by_kind"].get(k)) for c in cols)] for k in kinds]
+    rows += [row("well-formed tool calls", "well_formed_call_rate"),
+             row("turns with a repeated failed call", "repeated_failed_call_turns"),
+             row("steps (tool calls) per task", "steps_per_task", 2), row("tasks", "n_tasks")]
+    ends = sorted({e for c in cols for e in c["turn_ends"]})
+    rows += [[f"turns ended: {e}", *(fmt(c["turn_ends"].get(e, 0)) for c in cols)] for e in ends]
+    if splits:
+        rows.append(["seen - unseen success", fmt(result.get("gap")), *[""] * (len(cols) - 1)])
+    return Table("Agent tasks", ["metric", *(f"{s} phrasings" for s in splits)] or ["metric", "value"], rows)
 
 
 def main(argv=None) -> int:
     a = flags().parse_args(argv)
-    from training.eval import agent_tasks
-    if a.max_steps < 1 or a.max_reply_tokens < 1 or a.temperature < 0:
-        return common.fail("--max-steps and --max-reply-tokens must be >= 1 and --temperature >= 0")
+    from training.eval import agent_tasks, phrasing_split
+    from training.synth.sources import SourceError
+    if a.max_steps < 1 or a.max_reply_tokens < 1 or a.temperature < 0 or a.per_kind < 1 or a.per_family < 0:
+        return common.fail("--max-steps, --max-reply-tokens and --per-kind must be >= 1, --per-family >= 0 and "
+                           "--temperature >= 0")
+    if a.corpus is not None and a.src is not None:
+        return common.fail("give --corpus or --src, not both")
     try:
-        chosen = tuple(x.strip() for x in a.kinds.split(",") if x.strip()) if a.kinds else agent_tasks.KINDS
-        tasks = agent_tasks.make_suite(a.per_kind, a.seed, chosen)
+        chosen = tuple(x.strip() for x in a.kinds.split(",") if x.strip()) if a.kinds else agent_tasks.ALL_KINDS
+        suites = phrasing_split.split_suites(a.per_kind, a.seed, chosen, src=a.src, corpus=a.corpus,
+                                             per_family=a.per_family)
         model_dir = results.model_dir(a.model)
         net, tok, _ = results.load(model_dir)
-    except (ValueError, common.StageError) as e:
+    except (ValueError, SourceError, common.StageError) as e:
         return common.fail(e)
     from agent.source import SamplerSource  # the agent loop imports no UI library (DESIGN.md)
     from nanocode.sampler import Sampler
     source = SamplerSource(Sampler(net), context_len=net.config.seq_len, seed=a.seed)
-    print(f"{len(tasks)} tasks; tool calls run in temporary workspaces WITHOUT asking", file=sys.stderr)
-    bar, advance = results.progress(len(tasks), "agent tasks")
+    n = sum(map(len, suites.values()))
+    print(f"{n} tasks ({', '.join(f'{len(v)} {k}' for k, v in suites.items())} phrasings); tool calls run in "
+          "temporary workspaces WITHOUT asking", file=sys.stderr)
+    bar, advance = results.progress(n, "agent tasks")
     with bar:
-        result = evaluate(tasks, lambda task: source, tok, max_steps=a.max_steps,
-                          max_reply_tokens=a.max_reply_tokens, temperature=a.temperature, progress=advance)
+        result = phrasing_split.evaluate_split(suites, lambda task: source, tok, max_steps=a.max_steps,
+                                               max_reply_tokens=a.max_reply_tokens, temperature=a.temperature,
+                                               progress=advance)
     results.finish(model_dir, "agent", result, summary_table)
     return 0
 

@@ -6,9 +6,8 @@ files of the synth pool's validation split (code no training conversation was ma
     suites = split_suites(per_kind=2, seed=0, src=DIR or corpus=DIR)   {"seen": [...], "unseen": [...]}
     result = evaluate_split(suites, source_for, tok)                   what `nanocode eval agent` reports
 
-The result has, per split, what training/eval/agent.py's summarise() reports (success overall and per
-kind, well-formed calls, steps) and the rate of repeated identical failed calls (a call made again,
-arguments and all, after it failed: the shipped model's habit, issue 15); per kind, seen vs unseen; and
+The result has, overall and per split, what training/eval/agent.py's evaluate() reports (success overall
+and per kind, well-formed calls, steps, repeated identical failed calls); per kind, seen vs unseen; and
 the gap. Targets (issue 15): unseen >= 0.80 and within 5 points of seen, repeats <= 2% of turns.
 """
 import dataclasses
@@ -43,16 +42,20 @@ def rephrase(task: AgentTask, split: str, rng: random.Random) -> AgentTask | Non
     return None
 
 
+def phrased(tasks: list[AgentTask], split: str, seed: int, keep: bool = False) -> list[AgentTask]:
+    """Each task asked with a pattern of the split; one no pattern fits is dropped, or kept as it is."""
+    out = []
+    for task in tasks:
+        t = rephrase(task, split, random.Random(f"{seed}:{split}:{task.id}"))
+        if t is not None or keep:
+            out.append(t or task)
+    return out
+
+
 def made_up_suites(per_kind: int = 2, seed: int = 0, kinds: tuple[str, ...] = ALL_KINDS) -> dict[str, list[AgentTask]]:
     """The same tasks (same projects, same checks) asked once with seen and once with unseen phrasings."""
     base = make_suite(per_kind, seed, kinds)
-    out = {s: [] for s in phrasing.SPLITS}
-    for task in base:
-        for split in phrasing.SPLITS:
-            t = rephrase(task, split, random.Random(f"{seed}:{split}:{task.id}"))
-            if t is not None:
-                out[split].append(t)
-    return out
+    return {split: phrased(base, split, seed) for split in phrasing.SPLITS}
 
 
 def real_file_suites(per_family: int = 2, seed: int = 0, src: Path | None = None, corpus: Path | None = None,
@@ -124,45 +127,18 @@ def split_suites(per_kind: int = 2, seed: int = 0, kinds: tuple[str, ...] = ALL_
 
 # --- scoring --------------------------------------------------------------------------------------
 
-def repeated_failures(calls: list[tuple[str, dict, bool]]) -> int:
-    """Calls made again, name and arguments identical, after that call had failed and with no successful
-    Edit in between (rerunning the failing tests after a fix is the right thing to do)."""
-    failed, repeats = set(), 0
-    for name, args, ok in calls:
-        key = (name, tuple(sorted(args.items())))
-        repeats += key in failed
-        if not ok:
-            failed.add(key)
-        elif name == "Edit":
-            failed.clear()
-    return repeats
-
-
-def evaluate_split(suites: dict[str, list[AgentTask]], source_for, tok, *, max_steps: int = 12,
-                   max_reply_tokens: int = 512, temperature: float = 0.0, progress=None) -> dict:
-    """Runs both suites through the real agent loop (training/eval/agent.py's run_episode)."""
-    from training.eval.agent import run_episode, summarise
-    result = {}
-    for split, tasks in suites.items():
-        rows = []
-        for task in tasks:
-            with tempfile.TemporaryDirectory(prefix="nanocode-phrasing-eval-", ignore_cleanup_errors=True) as tmp:
-                ws = Path(tmp)
-                task.materialise(ws)
-                ep = run_episode(ws, task.prompt, source_for(task), tok, max_steps=max_steps,
-                                 max_reply_tokens=max_reply_tokens, temperature=temperature)
-                outcome = task.check(ws, ep.answer, ep.calls)
-            rows.append({"id": task.id, "kind": task.kind, "pattern": task.pattern, "prompt": task.prompt,
-                         "success": outcome.success, "detail": outcome.detail, "tool_calls": len(ep.calls),
-                         "malformed_calls": ep.malformed, "end": ep.end, "repeats": repeated_failures(ep.calls)})
-            if progress is not None:
-                progress(split, task, outcome)
-        n = len(rows)
-        result[split] = summarise(rows) | {
-            "repeated_failed_call_turns": sum(r["repeats"] > 0 for r in rows) / n if n else None,
-            "repeated_failed_calls": sum(r["repeats"] for r in rows), "tasks": rows}
-    kinds = list(dict.fromkeys(r["kind"] for s in result.values() for r in s["tasks"]))
-    result["by_kind"] = {k: {s: result[s]["success_by_kind"].get(k) for s in suites} for k in kinds}
-    seen, unseen = result.get("seen", {}).get("success_rate"), result.get("unseen", {}).get("success_rate")
+def evaluate_split(suites: dict[str, list[AgentTask]], source_for, tok, *, keep_transcripts: int = 6,
+                   **settings) -> dict:
+    """Runs each split's suite through training/eval/agent.py's evaluate(): the result has everything
+    evaluate() reports over all tasks, each split's own report under its name (with its task rows), the
+    per-kind success of each split in by_kind, and gap = seen - unseen success."""
+    from training.eval.agent import evaluate, summarise
+    per = {split: evaluate(tasks, source_for, tok, keep_transcripts=keep_transcripts, **settings)
+           for split, tasks in suites.items()}
+    transcripts = [t for r in per.values() for t in r.pop("transcripts")][:keep_transcripts]
+    result = summarise([row for r in per.values() for row in r["tasks"]]) | per | {"transcripts": transcripts}
+    kinds = list(dict.fromkeys(row["kind"] for r in per.values() for row in r["tasks"]))
+    result["by_kind"] = {k: {s: per[s]["success_by_kind"].get(k) for s in per} for k in kinds}
+    seen, unseen = (per.get(s, {}).get("success_rate") for s in ("seen", "unseen"))
     result["gap"] = seen - unseen if seen is not None and unseen is not None else None
     return result

@@ -20,7 +20,7 @@ from pathlib import Path
 from nanocode.template import render_conversation
 from nanocode.tokenizer import Tokenizer
 from training.eval.agent_tasks import AgentTask
-from training.eval.agent import TURN_ERRORS  # the Error kinds about the turn, not a call
+from training.eval.agent import TURN_ERRORS, repeated_failures  # TURN_ERRORS: about the turn, not a call
 
 
 
@@ -40,17 +40,6 @@ class Rollout:
     generated_tokens: int
     seconds: float
     reward: float = 0.0
-
-
-def repeated_failures(calls: list[tuple[str, dict, bool]]) -> int:
-    """Calls made again, identically, after the same call had failed."""
-    failed, repeats = set(), 0
-    for name, args, ok in calls:
-        key = (name, tuple(sorted(args.items())))
-        repeats += key in failed
-        if not ok:
-            failed.add(key)
-    return repeats
 
 
 def run_one(task: AgentTask, sample: int, source, tok: Tokenizer, *, max_steps: int, max_reply_tokens: int,
