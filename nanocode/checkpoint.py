@@ -147,17 +147,16 @@ def load_model(directory, *, dtype=None) -> tuple[GPT, Tokenizer, dict]:
     abstract = nnx.eval_shape(lambda: GPT(config, rngs=nnx.Rngs(0), dtype=dtype))
     graphdef, abstract_state = nnx.split(abstract)
     expected = nnx.to_pure_dict(abstract_state)
+    quiet_orbax_leftovers()
     checkpointer = ocp.StandardCheckpointer()
     try:
         try:
             metadata = checkpointer.metadata(params_dir)
             stored = _flat_shapes(getattr(metadata, "item_metadata", metadata))
         except Exception as e:  # orbax raises many kinds on damaged files
-            quiet_orbax_leftovers()
             raise CheckpointError(f"{params_dir} cannot be read ({type(e).__name__}: {e}); the parameters are "
                                   "damaged or incomplete: save or copy the model again") from e
         if not stored:  # orbax logs a warning and returns no tree when its metadata is unreadable
-            quiet_orbax_leftovers()
             raise CheckpointError(f"{params_dir} holds no readable parameters; they are damaged or incomplete: "
                                   "save or copy the model again")
         _check_shapes({k: s for k, (s, _) in _flat_shapes(expected).items()},
@@ -169,7 +168,6 @@ def load_model(directory, *, dtype=None) -> tuple[GPT, Tokenizer, dict]:
         try:
             restored = checkpointer.restore(params_dir, target)
         except Exception as e:
-            quiet_orbax_leftovers()
             raise CheckpointError(f"{params_dir} cannot be restored ({type(e).__name__}: {e}); the parameters "
                                   "are damaged or incomplete: save or copy the model again") from e
     finally:
@@ -200,9 +198,10 @@ _quieted = False
 
 
 def quiet_orbax_leftovers() -> None:
-    """After a failed read, orbax leaves futures behind whose callbacks later fail on a closed asyncio loop;
-    Python prints each as an unraisable 'Event loop is closed' traceback (hundreds of lines after the one-line
-    error that says what happened). Drop exactly those; every other unraisable exception is printed as before."""
+    """After a failed read, orbax leaves futures behind whose callbacks fail on its closed asyncio loop; Python
+    prints each as an unraisable 'Event loop is closed' traceback (hundreds of lines around the one-line error
+    that says what happened). Drop exactly those; every other unraisable exception is printed as before.
+    Installed before orbax reads anything: the callbacks fire while the read is still failing."""
     global _quieted
     if _quieted:
         return

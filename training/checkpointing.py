@@ -96,6 +96,7 @@ class Checkpoints:
 
         `abstract_state` is a pytree of jax.ShapeDtypeStruct with shardings: arrays come back placed and
         sharded for this run's mesh (which may differ from the one that wrote them)."""
+        quiet_orbax_leftovers()
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
                 verified = integrity.verify(self.directory / str(step))
@@ -107,7 +108,6 @@ class Checkpoints:
                 if not all_finite(state):
                     raise ValueError("it holds NaN or infinite values")
             except Exception as e:  # noqa: BLE001 - any failure means this step is unusable; say why, go older
-                quiet_orbax_leftovers()
                 reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
                 moved = self._quarantine(step)
                 self.log(f"checkpoint step {step} in {self.directory} is unusable ({reason}); "

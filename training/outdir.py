@@ -57,6 +57,8 @@ def claim(out, stage: str, writes: tuple[str, ...] = ()) -> Claim:
     """Make `out` this process's output directory for `stage` (e.g. "data corpus"), or raise StageError."""
     out = Path(out).expanduser().resolve()  # one key per directory, however it is spelled
     if out in _held:
+        if _held[out].stage != stage:
+            raise StageError(_mixed(out, _held[out].stage, stage))
         return _held[out]
     if out.exists() and not out.is_dir():
         raise StageError(f"--out {out} is a file, not a directory; pass a directory (a new one, or one that "
@@ -73,12 +75,20 @@ def claim(out, stage: str, writes: tuple[str, ...] = ()) -> Claim:
                f"{holder.get('since')}") if holder else "another process"
         raise StageError(f"{out} is being written by {who}; wait for it to finish (or stop it), or pass another "
                          "--out") from None
-    record = {"stage": stage, "pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
+    command = " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])
+    record = {"stage": stage, "pid": os.getpid(), "host": socket.gethostname(), "command": command,
               "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
     _held[out] = Claim(out, fd, stage)
     return _held[out]
+
+
+def release(out) -> None:
+    """Give up this process's claim on `out` (if it holds one): another process may write it now."""
+    held = _held.get(Path(out).expanduser().resolve())
+    if held is not None:
+        held.release()
 
 
 def _check_ours(out: Path, stage: str, writes: tuple[str, ...]) -> None:
@@ -87,8 +97,7 @@ def _check_ours(out: Path, stage: str, writes: tuple[str, ...]) -> None:
     if (out / MARKER).is_file():
         marked = _read_path(out / MARKER).get("stage")
         if marked and marked != stage:
-            raise StageError(f"{out} holds the output of `nanocode {marked}`, not of `nanocode {stage}`; pass "
-                             "another --out")
+            raise StageError(_mixed(out, marked, stage))
         return
     names = sorted(p.name for p in out.iterdir())
     if not names:
@@ -100,6 +109,10 @@ def _check_ours(out: Path, stage: str, writes: tuple[str, ...]) -> None:
         raise StageError(f"{out} is not empty ({shown}) and was not made by nanocode (no {MARKER} in it); "
                          f"nanocode never writes into a directory of other files. Pass a new or empty --out "
                          f"directory, or move those files away")
+
+
+def _mixed(out: Path, marked: str, stage: str) -> str:
+    return f"{out} holds the output of `nanocode {marked}`, not of `nanocode {stage}`; pass another --out"
 
 
 def _read(fd: int) -> dict:

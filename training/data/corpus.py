@@ -172,8 +172,8 @@ def discover(config: CorpusConfig, stats: dict) -> list[FileEntry]:
         if source.kind == "site":
             entries += _package_descriptions(source, index)
         if source.kind == "dir" and len(entries) == found_before:
-            raise ValueError(f"--src {source.root} holds no source files (code, Markdown, reST or text) outside "
-                             f"{', '.join(sorted(SKIP_DIRS)[:4])}, ...; name a directory of code")
+            raise ValueError(f"--src {source.root} holds no source files (code, Markdown, reST or text); name a "
+                             "directory of code")
     return entries
 
 
