@@ -175,8 +175,8 @@ def poison(ckpt_dir: Path, step: int, vocab: int) -> None:
     from training.train_step import abstract_state, init_state
     cfg = from_preset("test")
     optimizer = make_optimizer(cfg, cfg.total_steps(vocab))
-    build = lambda: init_state(nnx.split(GPT(cfg.model_config(vocab), rngs=nnx.Rngs(cfg.seed)))[1].to_pure_dict(),  # noqa: E731
-                               optimizer)
+    def build():
+        return init_state(nnx.split(GPT(cfg.model_config(vocab), rngs=nnx.Rngs(cfg.seed)))[1].to_pure_dict(), optimizer)
     ckpt = Checkpoints(ckpt_dir, keep=3, log=lambda m: None)
     restored, state, meta = ckpt.restore_latest(abstract_state(build, meshlib.make_mesh(), cfg.fsdp)[0])
     assert restored == step

@@ -428,7 +428,8 @@ def train_dpo(cfg: DPOConfig, sft: Path | None = None, data: Path | None = None,
             if done % cfg.log_every == 0 or done == num_steps or step == start:
                 m = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 if not math.isfinite(m["loss"]):
-                    raise ckpt.diverged(step, f"the DPO loss became {m['loss']} at step {step}", "lower --lr-frac or --beta")
+                    raise ckpt.diverged(step, f"the DPO loss became {m['loss']} at step {step}",
+                                        "lower --lr-frac or --beta")
                 lr = float(lr_multiplier(step, num_steps, 0.0, cfg.warmdown_ratio, 0.0))
                 history.append({"step": done, **m})
                 log({"step": done, **m, "lr_mult": lr, "step_s": (time.perf_counter() - t0) / max(1, len(history))})

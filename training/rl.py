@@ -334,7 +334,8 @@ def train_rl(cfg: RLConfig, model_dir: Path | None = None, out: Path | None = No
                 state, metrics = train_step(state, batch)
                 loss = float(jax.device_get(metrics["loss"]))
                 if not math.isfinite(loss):
-                    raise ckpt.diverged(round_index, f"the loss became {loss} in round {round_index}", "lower --lr-frac")
+                    raise ckpt.diverged(round_index, f"the loss became {loss} in round {round_index}",
+                                        "lower --lr-frac")
             done = round_index + 1
             stats = rollout_stats(rollouts, cfg)
             elapsed = time.perf_counter() - t0
