@@ -128,6 +128,9 @@ class Session:
             record = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
             messages = record["messages"]
             _check_messages(messages)
+        except RecursionError:  # JSON nested thousands deep: no session nanocode wrote
+            raise SessionError(f"{path} is not a session file (its JSON is nested too deeply to read); move it "
+                               "away or pick another id") from None
         except (OSError, IndexError, KeyError, TypeError, ValueError, AttributeError) as e:
             raise SessionError(f"{path} is not a session file ({e}); move it away or pick another id") from e
         ws = record.get("workspace")

@@ -4,9 +4,12 @@
                            "tokenizer_vocab_size", "meta": {training metadata}}
     <dir>/tokenizer.json  the tokenizer (HF `tokenizers` format)
     <dir>/params/         the parameters, an Orbax (StandardCheckpointer) pytree of arrays
+    <dir>/sha256.json     size and sha256 of every file above (nanocode/integrity.py), written last
 
 A directory is written into a temporary sibling and renamed into place, so a crash never leaves a
-half-written model where a reader looks. Parameters may be stored in bf16 for shipping (half the size);
+half-written model where a reader looks. Loading checks the files against sha256.json first (a flipped bit
+is an error naming the file, not NaN weights) and the parameters for NaN/inf after; a directory without the
+manifest (written before it existed) loads unverified. Parameters may be stored in bf16 for shipping (half the size);
 they are loaded back as fp32 master weights.
 
 This is the inference format. Training-state checkpoints (optimizer state, data position) are the
@@ -15,6 +18,7 @@ trainer's, kept with Orbax's CheckpointManager.
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +28,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from nanocode import integrity
 from nanocode.lookup import (CONFIG, TRAIN_COMMAND, CheckpointError, find_model, models_dir,  # noqa: F401
                              shipped_dir)
 from nanocode.model import GPT, ConfigError, ModelConfig
@@ -31,6 +36,7 @@ from nanocode.tokenizer import Tokenizer, TokenizerError
 
 FORMAT, VERSION = "nanocode-model", 1
 TOKENIZER, PARAMS = "tokenizer.json", "params"
+MODEL_FILES = (CONFIG, TOKENIZER, PARAMS)  # what sha256.json covers: a model directory may hold more (a report)
 
 
 # --- save ----------------------------------------------------------------------------------------
@@ -59,6 +65,9 @@ def save_model(directory, model_or_params, tokenizer: Tokenizer, config: ModelCo
     dtype = jnp.dtype(dtype) if dtype is not None else jnp.dtype(jnp.float32)
     params = jax.tree.map(lambda p: jnp.asarray(p).astype(dtype), params)
 
+    if directory.is_dir() and any(directory.iterdir()) and not (directory / CONFIG).is_file():
+        raise CheckpointError(f"{directory} exists and is not a nanocode model directory (no {CONFIG}); saving "
+                              "would replace it and what it holds: move it away or save the model elsewhere")
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
@@ -71,6 +80,7 @@ def save_model(directory, model_or_params, tokenizer: Tokenizer, config: ModelCo
         checkpointer.save(tmp / PARAMS, params)
         checkpointer.wait_until_finished()
         checkpointer.close()
+        integrity.write_manifest(tmp, MODEL_FILES)
         old = None
         if directory.exists():  # move the old one aside first: a rename cannot replace a non-empty dir
             old = directory.with_name(f".{directory.name}.old-{os.getpid()}-{time.time_ns()}")
@@ -119,6 +129,8 @@ def load_model(directory, *, dtype=None) -> tuple[GPT, Tokenizer, dict]:
     info is config.json's content plus "config" (the ModelConfig) and "path". dtype sets the model's
     compute dtype (default: runtime.compute_dtype())."""
     directory = Path(directory).expanduser().absolute()
+    if directory.is_dir():
+        verify_files(directory)
     info = read_info(directory)
     config: ModelConfig = info["config"]
     try:
@@ -135,6 +147,7 @@ def load_model(directory, *, dtype=None) -> tuple[GPT, Tokenizer, dict]:
     abstract = nnx.eval_shape(lambda: GPT(config, rngs=nnx.Rngs(0), dtype=dtype))
     graphdef, abstract_state = nnx.split(abstract)
     expected = nnx.to_pure_dict(abstract_state)
+    quiet_orbax_leftovers()
     checkpointer = ocp.StandardCheckpointer()
     try:
         try:
@@ -160,10 +173,49 @@ def load_model(directory, *, dtype=None) -> tuple[GPT, Tokenizer, dict]:
     finally:
         checkpointer.close()
     restored = jax.tree.map(lambda p: p.astype(jnp.float32), restored)  # fp32 master weights
+    bad = [k for k, x in _flat_leaves(restored).items() if not bool(jnp.isfinite(x).all())]
+    if bad:  # a model without sha256.json, or one saved from a diverged run: it could only print garbage
+        raise CheckpointError(f"{params_dir} holds NaN or infinite values (in {', '.join(bad[:3])}"
+                              f"{', ...' if len(bad) > 3 else ''}); the parameters are damaged: copy or save the "
+                              "model again")
     nnx.replace_by_pure_dict(abstract_state, restored)
     model = nnx.merge(graphdef, abstract_state)
     info["path"] = str(directory)
     return model, tokenizer, info
+
+
+def verify_files(directory: Path) -> bool:
+    """The directory's files against its sha256.json: True when they match, False when it has none (a model
+    saved before manifests existed loads unverified); a CheckpointError naming the file that differs."""
+    try:
+        return integrity.verify(directory)
+    except integrity.IntegrityError as e:
+        raise CheckpointError(f"{e}: the model directory {directory} is damaged; copy it again from where it "
+                              "came from, or save it again (rerun the training stage that wrote it)") from e
+
+
+_quieted = False
+
+
+def quiet_orbax_leftovers() -> None:
+    """After a failed read, orbax leaves futures behind whose callbacks fail on its closed asyncio loop; Python
+    prints each as an unraisable 'Event loop is closed' traceback (hundreds of lines around the one-line error
+    that says what happened). Drop exactly those; every other unraisable exception is printed as before.
+    Installed before orbax reads anything: the callbacks fire while the read is still failing."""
+    global _quieted
+    if _quieted:
+        return
+    _quieted, previous = True, sys.unraisablehook
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
+            return
+        previous(unraisable)
+    sys.unraisablehook = hook
+
+
+def _flat_leaves(tree) -> dict:
+    return {_key(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _key(path) -> str:

@@ -207,6 +207,7 @@ def data_synth(n: int = typer.Option(3000, "--n", help="Conversations to generat
                                                "holding the endpoints' API key, if they need one.")):
     """Synthetic tool-use conversations from real code through the real tools, critiqued against SOUL.md."""
     from nanocode.lookup import nanocode_home
+    from training.common import StageError
     from training.synth.driver import SynthConfig, synth
     from training.synth.sources import SourceError
 
@@ -222,7 +223,7 @@ def data_synth(n: int = typer.Option(3000, "--n", help="Conversations to generat
     step = max(1, n // 10)
     try:
         stats = synth(cfg, progress=lambda i, total: typer.echo(f"  {i}/{total}") if i % step == 0 else None)
-    except (SourceError, ValueError, RuntimeError) as e:
+    except (SourceError, ValueError, RuntimeError, StageError) as e:
         fail(str(e))
     conv, pairs = stats["conversations"], stats["pairs"]
     typer.echo(f"{conv['train']} train + {conv['val']} val conversations, {pairs['train']} + {pairs['val']} "

@@ -36,7 +36,7 @@ def test_round_trip_is_exact(saved, model, tiny_tokenizer, tmp_path):
     assert tok.encode("def f(x):\n") == tiny_tokenizer.encode("def f(x):\n")
     assert info["meta"] == {"stage": "sft", "step": 12} and info["params_dtype"] == "float32"
     assert info["path"] == str(saved)
-    assert sorted(os.listdir(saved)) == ["config.json", "params", "tokenizer.json"]
+    assert sorted(os.listdir(saved)) == ["config.json", "params", "sha256.json", "tokenizer.json"]
     assert os.listdir(tmp_path) == ["m"]  # no temporary directories left behind
 
 
@@ -67,6 +67,7 @@ def test_saving_params_needs_a_matching_config(model, tiny_tokenizer, tmp_path):
 
 
 def test_missing_or_bad_config(saved):
+    (saved / "sha256.json").unlink()  # as a model saved before manifests: the checks behind them still hold
     config = saved / "config.json"
     text = config.read_text()
     config.write_text("{not json")
@@ -85,6 +86,7 @@ def test_missing_or_bad_config(saved):
 
 
 def test_config_params_shape_mismatch(saved):
+    (saved / "sha256.json").unlink()
     config = saved / "config.json"
     info = json.loads(config.read_text())
     info["model"]["depth"] = 2
@@ -100,6 +102,9 @@ def test_config_params_shape_mismatch(saved):
 def test_damaged_params_and_tokenizer(saved, tmp_path, model, tiny_tokenizer):
     for f in (saved / "params" / "d").iterdir():  # truncate the array data
         f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=f"{saved / 'params' / 'd'}/.* bytes, .* when it was saved"):
+        load_model(saved)  # the manifest names the truncated file before orbax reads it
+    (saved / "sha256.json").unlink()
     with pytest.raises(CheckpointError, match=f"{saved / 'params'} .*damaged or incomplete"):
         load_model(saved)
     shutil.rmtree(saved / "params")

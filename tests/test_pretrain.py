@@ -1,9 +1,11 @@
 """`nanocode train base` end to end on a tiny corpus: the loss falls, the outputs are complete, a rerun of a
 finished run does nothing, a run killed with SIGKILL resumes (past a damaged checkpoint) with exactly the
-losses of an uninterrupted run, and bad flags or data give clear errors."""
+losses of an uninterrupted run, a run whose loss turns NaN rolls back to its last good checkpoint, and bad
+flags or data give clear errors."""
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,7 +78,7 @@ def step_losses(log: Path, after_event: str | None = None) -> dict[int, float]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, data, home):
     out = tmp_path_factory.mktemp("reference") / "run"
-    summary, output = run(from_preset("test"), out, data)
+    summary, output = run(from_preset("test", keep_checkpoints=3), out, data)  # steps 8, 12, 16 stay
     return out, summary, output
 
 
@@ -159,3 +161,49 @@ def test_bad_flags_and_data_get_clear_errors(tmp_path, data, home):
     other.write_text(data[1].read_text().replace('"<|bos|>"', '"<|bos|>"', 1) + " ")
     with pytest.raises(StageError, match="different tokenizer"):
         run(from_preset("test"), tmp_path / "out2", (data[0], other))
+
+
+def poison(ckpt_dir: Path, step: int, vocab: int) -> None:
+    """Rewrite checkpoint `step` with the MLP input weights x1e30, as a flipped exponent bit in RAM before the
+    save would: the files are consistent (their manifest is right) and finite, but training from them is not."""
+    import jax
+    from flax import nnx
+    from nanocode.model import GPT
+    from training import mesh as meshlib
+    from training.checkpointing import Checkpoints
+    from training.optim import make_optimizer
+    from training.train_step import abstract_state, init_state
+    cfg = from_preset("test")
+    optimizer = make_optimizer(cfg, cfg.total_steps(vocab))
+    def build():
+        return init_state(nnx.split(GPT(cfg.model_config(vocab), rngs=nnx.Rngs(cfg.seed)))[1].to_pure_dict(), optimizer)
+    ckpt = Checkpoints(ckpt_dir, keep=3, log=lambda m: None)
+    restored, state, meta = ckpt.restore_latest(abstract_state(build, meshlib.make_mesh(), cfg.fsdp)[0])
+    assert restored == step
+    state["params"] = jax.tree_util.tree_map_with_path(
+        lambda path, x: x * 1e30 if "c_fc" in jax.tree_util.keystr(path) else x, state["params"])
+    shutil.rmtree(ckpt_dir / str(step))
+    ckpt.manager.reload()
+    ckpt.save(step, state, meta, wait=True)
+    ckpt.close()
+
+
+def test_a_nan_loss_rolls_back_to_the_last_good_checkpoint(reference, tmp_path, data, home, tiny_tokenizer):
+    out = tmp_path / "run"
+    shutil.copytree(reference[0], out)  # checkpoints 8, 12, 16 of a finished run; make it a run killed after 12
+    shutil.rmtree(out / "model")
+    (out / "complete.json").unlink()
+    shutil.rmtree(out / "ckpt" / "16")
+    poison(out / "ckpt", 12, tiny_tokenizer.vocab_size)
+    with pytest.raises(StageError, match="the loss became nan at step 12; moved the newest checkpoint \\(step 12\\) "
+                                         ".*resume from step 8, the last good checkpoint"):
+        run(from_preset("test"), out, data)
+    assert sorted(int(p.name) for p in (out / "ckpt").iterdir() if p.name.isdigit()) == [8]
+    assert len(list((out / "ckpt_corrupt").iterdir())) == 1
+    summary, output = run(from_preset("test"), out, data)
+    assert "resuming from step 8" in output
+    resumed = step_losses(out / "log.jsonl", after_event="resume")
+    assert sorted(resumed) == list(range(8, 16))
+    ref_losses = step_losses(reference[0] / "log.jsonl")
+    np.testing.assert_allclose([resumed[s] for s in resumed], [ref_losses[s] for s in resumed], rtol=1e-6)
+    assert summary["val_bpb"] == pytest.approx(reference[1]["val_bpb"], rel=1e-6)

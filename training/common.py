@@ -85,9 +85,34 @@ def size(text: str) -> int:
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     t = text.strip().upper().removesuffix("B")
     try:
-        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+        n = int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 500M, 2G or 12345") from None
+    if n <= 0:  # a budget of nothing would quietly write an empty output over the last one
+        raise argparse.ArgumentTypeError(f"{text!r}: a size must be positive, e.g. 500M")
+    return n
+
+
+def count(text: str) -> int:
+    """An integer >= 0 (argparse's type for counts such as --workers, where 0 means 'the default')."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
+    return n
+
+
+def positive(text: str) -> float:
+    """A number > 0 (argparse's type for amounts such as --max-mb)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not x > 0 or x == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number")
+    return x
 
 
 # --- a run directory ------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from training import common
+from training import common, outdir
 from training.common import COMPLETE, StageError
 
 ASK_INSTEAD = "i'd like to check with you before doing that: should i go ahead, or would you rather i do something else?"
@@ -358,6 +358,8 @@ def train_dpo(cfg: DPOConfig, sft: Path | None = None, data: Path | None = None,
     console.print(f"reference log-probabilities of {len(train_rows) + len(val_rows)} pairs in "
                   f"{time.perf_counter() - t_ref:.1f} s")
     del ref_params
+    if primary:  # the job's one writer
+        outdir.claim(out, "train dpo", outdir.RUN_FILES)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpoints(out / "ckpt", keep=cfg.keep_checkpoints, log=lambda m: console.print(f"[yellow]{m}[/]"))
     restored = ckpt.restore_latest(abstract)
@@ -426,7 +428,8 @@ def train_dpo(cfg: DPOConfig, sft: Path | None = None, data: Path | None = None,
             if done % cfg.log_every == 0 or done == num_steps or step == start:
                 m = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 if not math.isfinite(m["loss"]):
-                    raise StageError(f"the DPO loss became {m['loss']} at step {step}; lower --lr-frac or --beta")
+                    raise ckpt.diverged(step, f"the DPO loss became {m['loss']} at step {step}",
+                                        "lower --lr-frac or --beta")
                 lr = float(lr_multiplier(step, num_steps, 0.0, cfg.warmdown_ratio, 0.0))
                 history.append({"step": done, **m})
                 log({"step": done, **m, "lr_mult": lr, "step_s": (time.perf_counter() - t0) / max(1, len(history))})

@@ -4,7 +4,8 @@
     nanocode train base --preset gpu --depth 12      # one GPU
     python -m training.pretrain --preset gpu         # the same without the CLI (e.g. on a GPU box)
 
-What it writes into --out (default $NANOCODE_HOME/runs/base-d{depth}):
+What it writes into --out (default $NANOCODE_HOME/runs/base-d{depth}; a new, empty or earlier run's directory,
+written by one process at a time: training/outdir.py):
     ckpt/           Orbax CheckpointManager: params + optimiser state + step, every --save-every steps
     log.jsonl       one JSON object per line: the run's settings, every step's loss, evals, samples
     model/          the inference model directory (nanocode.checkpoint), written at the end
@@ -22,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from training import common
+from training import common, outdir
 from training.common import COMPLETE, StageError
 from training.config import TrainConfig, from_preset
 
@@ -122,6 +123,8 @@ def train_base(cfg: TrainConfig, out: Path | None = None, data: Path | None = No
     meshlib.init_distributed(coordinator, num_processes, process_id)
     runtime.setup_jax()
     primary = jax.process_index() == 0
+    if primary:  # the job's one writer (the other hosts write only their shards of the checkpoints)
+        outdir.claim(out, "train base", outdir.RUN_FILES)
     try:
         tok = Tokenizer.load(tokenizer_path)
         meta = read_meta(data, tokenizer_path)
@@ -247,8 +250,7 @@ def train_base(cfg: TrainConfig, out: Path | None = None, data: Path | None = No
         dt = (now - t_last) / steps_timed
         loss = float(m["loss"])
         if not math.isfinite(loss):
-            raise StageError(f"the loss became {loss} at step {step}; lower the learning rates or resume from an "
-                             "earlier checkpoint")
+            raise ckpt.diverged(step, f"the loss became {loss} at step {step}")
         losses.append(loss)
         tok_s = cfg.total_batch / dt
         mfu = 100 * flops_per_token * tok_s / (n_dev * peak)

@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from training import common
+from training import common, outdir
 from training.common import StageError
 
 METHODS = ("grpo", "rft")
@@ -272,7 +272,7 @@ def train_rl(cfg: RLConfig, model_dir: Path | None = None, out: Path | None = No
     params = jax.device_get(nnx.to_pure_dict(params))
     init_fn = lambda p: init_state(p, optimizer)  # noqa: E731
     abstract, shardings = abstract_state(init_fn, mesh, False, params)
-    out.mkdir(parents=True, exist_ok=True)
+    outdir.claim(out, "train rl", outdir.RUN_FILES)
     ckpt = Checkpoints(out / "ckpt", keep=cfg.keep_checkpoints, log=lambda m: console.print(f"[yellow]{m}[/]"))
     restored = ckpt.restore_latest(abstract)
     run_meta = {"config": cfg.to_dict(), "model_dir": str(model_dir.resolve())}
@@ -343,7 +343,8 @@ def train_rl(cfg: RLConfig, model_dir: Path | None = None, out: Path | None = No
                 state, metrics = train_step(state, batch)
                 loss = float(jax.device_get(metrics["loss"]))
                 if not math.isfinite(loss):
-                    raise StageError(f"the loss became {loss} in round {round_index}; lower --lr-frac")
+                    raise ckpt.diverged(round_index, f"the loss became {loss} in round {round_index}",
+                                        "lower --lr-frac")
             done = round_index + 1
             stats = rollout_stats(rollouts, cfg)
             elapsed = time.perf_counter() - t0

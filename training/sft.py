@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from training import common
+from training import common, outdir
 from training.common import COMPLETE, StageError
 
 
@@ -227,6 +227,8 @@ def train_sft(cfg: SFTConfig, base: Path | None = None, data: Path | None = None
     params = jax.device_get(nnx.to_pure_dict(params))  # host arrays: jit places them per `shardings`
     init_fn = lambda p: init_state(p, optimizer)  # noqa: E731
     abstract, shardings = abstract_state(init_fn, mesh, cfg.fsdp, params)
+    if primary:  # the job's one writer
+        outdir.claim(out, "train sft", outdir.RUN_FILES)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpoints(out / "ckpt", keep=cfg.keep_checkpoints, log=lambda m: console.print(f"[yellow]{m}[/]"))
     restored = ckpt.restore_latest(abstract)
@@ -304,8 +306,7 @@ def train_sft(cfg: SFTConfig, base: Path | None = None, data: Path | None = None
                 m = jax.device_get(metrics)
                 loss = float(m["loss"])
                 if not math.isfinite(loss):
-                    raise StageError(f"the loss became {loss} at step {step}; lower --lr-frac or resume from an "
-                                   "earlier checkpoint")
+                    raise ckpt.diverged(step, f"the loss became {loss} at step {step}", "lower --lr-frac")
                 losses.append((done, loss))
                 lr = float(lr_multiplier(step, num_steps, 0.0, cfg.warmdown_ratio, 0.0))
                 dt = (time.perf_counter() - t0) / cfg.log_every

@@ -35,7 +35,7 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from training import common
+from training import common, outdir
 from training.common import StageError, write_json
 from training.pipeline import BUDGETS, PIPELINE, STAGES, Run, link_final_model
 
@@ -51,6 +51,7 @@ def flags() -> common.Flags:
 
 
 SETTINGS = "speedrun.json"     # the preset and budget a run directory was started with
+WRITES = (SETTINGS, *STAGES, "logs", "model", "summary.json", "timings.json")  # into RUN (training/outdir.py)
 
 
 def default_out(preset: str) -> Path:
@@ -74,6 +75,8 @@ def open_run(out: Path | None, preset: str) -> Run:
         if out.is_dir() and any(p.name in STAGES for p in out.iterdir()):
             raise StageError(f"{out} holds stage folders but no {SETTINGS}: it was not made by the speedrun; "
                              "pass another --out")
+    outdir.claim(out, "train speedrun", WRITES)
+    if saved is None:
         write_json(settings, {"preset": preset, "budget": asdict(budget)})
     (out / "logs").mkdir(parents=True, exist_ok=True)
     return Run(out, preset, budget)

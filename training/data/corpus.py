@@ -9,7 +9,8 @@ becomes repository-level documents (`repo_docs.py`). Files are read and filtered
 dedup runs in this process on the results in input order, so the output is the same for any worker
 count (165 MB of source took ~2 min on the 2-core dev box, 2026-11-22).
 
-Output directory (the format later stages and the eval helper read):
+Output directory (the format later stages and the eval helper read; training/outdir.py decides which
+directories it may write into):
     train_00000.parquet, ..., val_00000.parquet
         one row per document, columns: path (str: `<source label>/<path in source>`, a repository
         document's is its package followed by `/`), lang (str: `python`, `c`, `markdown`, ...), kind
@@ -23,7 +24,6 @@ Validation holds 1% of code and 10% of prose (prose is ~1% of the bytes and need
 import hashlib
 import json
 import os
-import shutil
 import site
 import sys
 import sysconfig
@@ -37,10 +37,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 from training.data import filters, licenses, pii, repo_docs
-from training.data.corpus_io import STATS, ShardWriter, is_complete, read_documents, replace_dir  # noqa: F401 (API)
+from training.data.corpus_io import (STATS, ShardWriter, is_complete, new_partial, read_documents,  # noqa: F401 (API)
+                                     replace_files)
 from training.data.dedup import Deduplicator, content_hash, signatures, words
 
-from training import common
+from training import common, outdir
 
 
 def flags() -> common.Flags:
@@ -58,8 +59,12 @@ def flags() -> common.Flags:
                    "documents held out for validation (prose: 10x, at most 0.5). Default: %(default)s.")
     p.add_argument("--max-bytes", type=common.size, help="Read at most this much source (a reproducible random "
                    "sample of files), e.g. 50M.")
-    p.add_argument("--workers", type=int, default=0, help="Processes (default: all cores).")
+    p.add_argument("--workers", type=common.count, default=0, help="Processes (default: all cores).")
     return p
+
+
+SHARDS = ("train_*.parquet", "val_*.parquet")
+WRITES = (STATS, *SHARDS, ".partial")  # what this stage writes into --out (stats.json, its record, first)
 
 
 # Directories that hold copies, caches or environments rather than a project's own source.
@@ -134,10 +139,10 @@ def split_of(key: str, val_fraction: float) -> str:
 # --- discovery (this process) ---------------------------------------------------------------------
 
 def discover(config: CorpusConfig, stats: dict) -> list[FileEntry]:
-    out = Path(config.out).resolve()
-    out_dirs = {out, out.parent / f".{out.name}.partial"}
+    out_dirs = {Path(config.out).resolve()}  # never read our own output (or its .partial/) back in
     entries, seen_real = [], set()
     for source in config.sources:
+        found_before = len(entries)
         index = licenses.SitePackages(source.root) if source.kind == "site" else \
             licenses.Repositories(source.root, source.label) if source.kind == "dir" else None
         for dirpath, dirnames, filenames in os.walk(source.root):
@@ -166,6 +171,9 @@ def discover(config: CorpusConfig, stats: dict) -> list[FileEntry]:
                 entries.append(FileEntry(str(abspath), f"{source.label}/{rel}", *kind, package, lic, size))
         if source.kind == "site":
             entries += _package_descriptions(source, index)
+        if source.kind == "dir" and len(entries) == found_before:
+            raise ValueError(f"--src {source.root} holds no source files (code, Markdown, reST or text); name a "
+                             "directory of code")
     return entries
 
 
@@ -245,6 +253,7 @@ def build_corpus(config: CorpusConfig, progress: bool = True) -> dict:
     if config.licenses not in ("all", "permissive"):
         raise ValueError(f"--licenses must be 'all' or 'permissive', not {config.licenses!r}")
     start, out = time.time(), Path(config.out)
+    outdir.claim(out, "data corpus", WRITES)
     stats = {"sources": [{"label": s.label, "root": str(s.root)} for s in config.sources],
              "non_source": {"files": 0, "bytes": 0}, "removed": {}, "kept": {"files": 0, "bytes": 0},
              "pii": Counter(), "by_license": Counter(), "by_lang": {},
@@ -254,9 +263,7 @@ def build_corpus(config: CorpusConfig, progress: bool = True) -> dict:
     stats["seen"] = {"files": len(entries), "bytes": sum(e.size for e in entries)}
     entries = _within_budget_and_license(entries, config, stats)
 
-    partial = out.parent / f".{out.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    partial = new_partial(out)
     writer = ShardWriter(partial, config.shard_bytes)
 
     def emit(split_key: str, row: dict) -> None:
@@ -292,7 +299,7 @@ def build_corpus(config: CorpusConfig, progress: bool = True) -> dict:
     stats["wall_seconds"] = round(time.time() - start, 1)
     stats["config"] = {k: v for k, v in asdict(config).items() if k not in ("sources", "out")}
     (partial / STATS).write_text(json.dumps(stats, indent=2, default=str))
-    replace_dir(partial, out)
+    replace_files(partial, out, STATS, SHARDS)
     return json.loads((out / STATS).read_text())
 
 
@@ -404,14 +411,21 @@ def main(argv=None) -> int:
         return common.fail("--only-src needs at least one --src DIR")
     if not 0 <= a.val_fraction < 1 or not 0 <= a.repo_fraction <= 1:
         return common.fail("--val-fraction must be in [0, 1) and --repo-fraction in [0, 1]")
+    out = (a.out or nanocode_home() / "data" / "corpus").expanduser().resolve()
+    if out == Path.cwd().resolve():
+        return common.fail(f"--out {a.out} is the directory you are in; name a directory for the corpus, e.g. "
+                           "--out data/corpus")
+    for src in a.src or []:
+        if src.expanduser().resolve().is_relative_to(out):
+            return common.fail(f"--out {out} contains --src {src}; write the corpus somewhere else")
     try:
         sources = ([] if a.only_src else default_sources()) + directory_sources(a.src or [])
-        config = CorpusConfig(sources=tuple(sources), out=a.out or nanocode_home() / "data" / "corpus",
+        config = CorpusConfig(sources=tuple(sources), out=out,
                               licenses=a.licenses, repo_fraction=a.repo_fraction, val_fraction=a.val_fraction,
                               prose_val_fraction=min(0.5, 10 * a.val_fraction), max_bytes=a.max_bytes,
                               workers=a.workers or os.cpu_count() or 1)
         stats = build_corpus(config)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, common.StageError) as e:
         return common.fail(e)
     print_stats(stats)
     print(f"corpus written to {config.out}")

@@ -1,5 +1,6 @@
 """The corpus on disk: parquet shards of documents plus `stats.json` (the format is documented in
-`training/data/corpus.py`), written through a temporary directory that replaces the old one in one rename."""
+`training/data/corpus.py`), built in `<out>/.partial/` and moved into place by `replace_files`."""
+import fnmatch
 import shutil
 from pathlib import Path
 from typing import Iterator
@@ -66,11 +67,27 @@ class ShardWriter:
             writer.close()
 
 
-def replace_dir(new: Path, out: Path) -> None:
-    """Swap the finished directory into place; a reader never sees a half-written corpus."""
-    old = out.parent / f".{out.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    new.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+PARTIAL = ".partial"  # where a data stage builds its files, inside its own --out (training/outdir.py claims it)
+
+
+def new_partial(out: Path) -> Path:
+    partial = Path(out) / PARTIAL
+    shutil.rmtree(partial, ignore_errors=True)  # a build killed midway: ours, inside our own directory
+    partial.mkdir(parents=True)
+    return partial
+
+
+def replace_files(partial: Path, out: Path, record: str, patterns: tuple[str, ...]) -> None:
+    """Move a finished build from `partial` into `out`, replacing the previous build's files. The record
+    (stats.json, meta.json) goes first and comes back last, so a reader never takes a half-replaced directory
+    for complete; only files matching `patterns` (what the stage writes) are removed: anything else in `out`
+    stays (the directory is swapped file by file, not renamed: its lock lives in it)."""
+    (out / record).unlink(missing_ok=True)
+    for p in out.iterdir():
+        if p.is_file() and any(fnmatch.fnmatchcase(p.name, pattern) for pattern in patterns):
+            p.unlink()
+    for p in sorted(partial.iterdir()):
+        if p.name != record:
+            p.replace(out / p.name)
+    (partial / record).replace(out / record)
+    partial.rmdir()

@@ -18,7 +18,6 @@ start-up, no pickled tokenizer (140 MB of corpus took 58 s of CPU at a 32k vocab
 """
 import hashlib
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Iterable
@@ -26,7 +25,7 @@ from typing import Iterable
 import numpy as np
 
 from nanocode.tokenizer import SPECIAL_TOKENS, Tokenizer
-from training import common
+from training import common, outdir
 from training.data import corpus_io
 
 
@@ -43,6 +42,8 @@ def flags() -> common.Flags:
 META = "meta.json"
 FORMAT = "nanocode-tokens-v1"
 KINDS = ("code", "prose")
+SHARDS = ("*.tokens.npy", "*.docs.npz")
+WRITES = (META, *SHARDS, corpus_io.PARTIAL)  # what this stage writes into --out (meta.json, its record, first)
 
 
 class TokenizerMismatch(ValueError):
@@ -132,7 +133,8 @@ def dtype_for(vocab_size: int) -> str:
 
 def tokenize_corpus(corpus: Path, tokenizer: Path, out: Path, shard_tokens: int = 1 << 28,
                     batch_bytes: int = 16 << 20, progress: bool = True) -> dict:
-    """Tokenizes both splits of a corpus into `out` (replaced atomically). Returns meta.json's content."""
+    """Tokenizes both splits of a corpus into `out` (its old shards replaced, meta.json last). Returns
+    meta.json's content."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     corpus, out, tokenizer = Path(corpus), Path(out), tokenizer_file(tokenizer)
@@ -141,9 +143,8 @@ def tokenize_corpus(corpus: Path, tokenizer: Path, out: Path, shard_tokens: int 
     if stats is None:
         raise FileNotFoundError(f"no complete corpus in {corpus}: run `nanocode data corpus` first")
     dtype = dtype_for(tok.vocab_size)
-    partial = out.parent / f".{out.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    outdir.claim(out, "data shards", WRITES)
+    partial = corpus_io.new_partial(out)
 
     total = sum(s["code_bytes"] + s["prose_bytes"] for s in stats["splits"].values())
     with Progress(TextColumn("tokenize"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} MB"),
@@ -165,7 +166,7 @@ def tokenize_corpus(corpus: Path, tokenizer: Path, out: Path, shard_tokens: int 
         splits = {split: write_split(partial, split, encoded(split), dtype, shard_tokens) for split in ("train", "val")}
     special = {name.strip("<|>"): tok.special(name) for name in SPECIAL_TOKENS}
     write_meta(partial, file_sha256(tokenizer), tok.vocab_size, special, splits, corpus)
-    corpus_io.replace_dir(partial, out)
+    corpus_io.replace_files(partial, out, META, SHARDS)
     return read_meta(out)
 
 
@@ -209,7 +210,7 @@ def main(argv=None) -> int:
         meta = tokenize_corpus(a.corpus or home / "data" / "corpus", a.tokenizer or home / "tokenizer", out)
     except TokenizerError as e:
         return common.fail(f"{e} (train one with `nanocode train tokenizer`, or pass --tokenizer)")
-    except FileNotFoundError as e:
+    except (FileNotFoundError, common.StageError) as e:
         return common.fail(e)
     for split, entry in meta["splits"].items():
         print(f"{split}: {entry['n_docs']:,} documents, {entry['n_tokens']:,} tokens "

@@ -26,7 +26,7 @@ from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
 from nanocode.tokenizer import SPECIAL_TOKENS, Tokenizer
-from training import common
+from training import common, outdir
 from training.data import corpus_io
 
 
@@ -55,6 +55,7 @@ GPT4_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 MIN_VOCAB = 256 + len(SPECIAL_TOKENS)  # every byte, every special token; merges come on top
 COMPRESSION = "compression.json"
+WRITES = (COMPRESSION, "tokenizer.json", ".tokenizer.json.*", f".{COMPRESSION}.*")  # into --out; the record first
 
 
 def new_tokenizer(pattern: str) -> HFTokenizer:
@@ -107,6 +108,7 @@ def train_tokenizer(corpus: Path, out: Path, vocab_size: int, max_bytes: int = 1
     """Trains, evaluates and saves; returns the compression report."""
     corpus, out = Path(corpus), Path(out)
     check_vocab(vocab_size)
+    outdir.claim(out, "train tokenizer", WRITES)
     start = time.time()
     texts = sample_texts(corpus, "train", max_bytes)
     train_bytes = sum(len(t.encode("utf-8")) for t in texts)
@@ -130,7 +132,6 @@ def train_tokenizer(corpus: Path, out: Path, vocab_size: int, max_bytes: int = 1
     if "gpt4_split" in code:
         report["code_tokenizer_wins_on_code"] = code["nanocode"] > code["gpt4_split"]
 
-    out.mkdir(parents=True, exist_ok=True)
     for name in (COMPRESSION, "tokenizer.json"):  # invalidate first: a crash mid-write leaves no marker
         (out / name).unlink(missing_ok=True)
     tmp = out / f".tokenizer.json.{os.getpid()}"
@@ -182,7 +183,7 @@ def main(argv=None) -> int:
     try:
         report = train_tokenizer(a.corpus or nanocode_home() / "data" / "corpus", out, a.vocab, a.max_bytes,
                                  baseline=a.baseline)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, common.StageError) as e:
         return common.fail(e)
     print_report(report)
     print(f"tokenizer written to {out / 'tokenizer.json'}")

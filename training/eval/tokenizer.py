@@ -21,8 +21,8 @@ def flags() -> common.Flags:
     results.model_flags(p, seed=False)
     p.add_argument("--data", type=Path, help="Corpus directory (from `nanocode data corpus`; default: the one "
                    "behind the model's training shards, else $NANOCODE_HOME/data/corpus).")
-    p.add_argument("--max-mb", type=float, default=8.0, help="Validation text per kind, in MB.")
-    p.add_argument("--split", default="val")
+    p.add_argument("--max-mb", type=common.positive, default=8.0, help="Validation text per kind, in MB.")
+    p.add_argument("--split", default="val", choices=("val", "train"))
     return p
 
 KINDS = ("code", "prose")

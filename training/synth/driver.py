@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
+from training import outdir
 from training.critic import critique
 from training.synth import (bugfix, change, chat, count, create, delete, docstring, errors, explain, explore,
                              followup, locate, phrasing, read, recover, reject, renames, run, testing, usages, voice,
@@ -265,7 +266,7 @@ def synth(cfg: SynthConfig, progress=None) -> dict:
     pool = load_pool(cfg.corpus, cfg.src, cfg.val_fraction, cfg.max_files)
     workers = cfg.workers or os.cpu_count() or 1
     stats_path = Path(cfg.out) / "stats.json"
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    outdir.claim(cfg.out, "data synth", ("stats.json", "train.jsonl", "val.jsonl", "pairs_*.jsonl", "*.jsonl.tmp"))
     stats_path.unlink(missing_ok=True)  # a stale stats.json would mark a half-written run as complete
     results: list[dict] = []
     if workers == 1:
