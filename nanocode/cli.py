@@ -66,6 +66,13 @@ ROUTES = {
                    "on GPU."),
         "train": ("training.bench_train", "Training throughput on random tokens: tok/s, model TFLOP/s, MFU, memory."),
     },
+    # Top-level commands; routed at the end of this file so that `nanocode --help` lists chat and run first.
+    app: {
+        "serve": ("nanocode.serve.server", "An OpenAI-compatible server over a model (/v1/chat/completions, "
+                  "whole or streamed, with tool calls) on 127.0.0.1:8000."),
+        "report": ("training.report", "Write RUN_DIR/report/report.md and a self-contained report.html: config, "
+                   "data, curves, evals, card."),
+    },
 }
 
 
@@ -85,7 +92,8 @@ def route(group: typer.Typer, name: str, module: str, help_line: str) -> None:
 
 for _group, _commands in ROUTES.items():
     for _name, (_module, _help) in _commands.items():
-        route(_group, _name, _module, _help)
+        if _group is not app:
+            route(_group, _name, _module, _help)
 
 
 # --- chat / run (agent) --------------------------------------------------------------------------
@@ -235,9 +243,9 @@ def data_synth(n: int = typer.Option(3000, "--n", help="Conversations to generat
                     "template prose (see stats.json)", fg=typer.colors.YELLOW, err=True)
 
 
+for _name, (_module, _help) in ROUTES[app].items():
+    route(app, _name, _module, _help)
 
-route(app, "report", "training.report", "Write RUN_DIR/report/report.md and a self-contained report.html: config, "
-      "data, curves, evals, card.")
 
 if __name__ == "__main__":
     app()
