@@ -201,6 +201,10 @@ class NanocodeApp(App):
     async def _agent_ready(self) -> None:
         if not self._workspace_given:
             self.workspace = getattr(self.agent, "workspace", self.workspace)
+        # The project memory is read with the model (it needs the tokenizer to count): say what the model reads.
+        if (memory := getattr(self.agent, "memory", None)) is not None:
+            await self._add(Notice(memory.notice(), "error" if memory.cut else "info"))
+            self.status.memory = ", ".join(memory.files)
         if self.agent.messages:
             await self._draw_history(self.agent.messages)
         self._refresh_status(self._idle_state())

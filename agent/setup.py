@@ -4,8 +4,9 @@ Two phases, so that a front end can show itself before the slow part:
 - `prepare(...)`: the checks that can fail with a clear message: find the model directory, check the
   --allow list, the --sandbox setting and the workspace, open (or resume) the session. Raises SetupError.
   (A second or two: finding the model imports nothing heavy: nanocode.lookup has no JAX.)
-- `Setup.load()`: load the weights and tokenizer, build the sampler and the Agent (seconds: JAX import
-  and compilation). `Agent.warm_up()` then compiles the first reply's programs ahead of the user's Enter.
+- `Setup.load()`: load the weights and tokenizer, read the project memory (AGENTS.md, agent/memory.py), build
+  the sampler and the Agent (seconds: JAX import and compilation). `Agent.warm_up()` then compiles the first
+  reply's programs ahead of the user's Enter.
 """
 import os
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class Setup:
         """The Agent over the real model (slow: imports JAX, reads the weights). Front ends then call
         `agent.warm_up()` in the background to compile what a first request runs."""
         from agent.loop import Agent
+        from agent.memory import load_memory
         from agent.source import SamplerSource
         from nanocode.checkpoint import CheckpointError, load_model
         from nanocode.sampler import Sampler
@@ -50,7 +52,8 @@ class Setup:
         source = SamplerSource(Sampler(model), context_len=model.config.seq_len)
         return Agent(source, tok, self.workspace, self.permissions, max_steps=self.max_steps,
                      session=self.session, temperature=self.temperature,
-                     record_preferences=self.record_preferences)
+                     record_preferences=self.record_preferences,
+                     memory=load_memory(self.workspace, tok, model.config.seq_len))
 
 
 def prepare(*, model: Path | None = None, cwd: Path | None = None, allow: str | list[str] | None = None,
