@@ -125,14 +125,16 @@ class Agent:
             prompt = render_prompt([{"role": "user", "content": "what does this repository do?"}], self.tok)
             warm(prompt, self._max_new(prompt), self.temperature)
 
-    def clear(self) -> None:
-        """Forget the conversation; later turns go to a new session."""
+    def clear(self) -> list[str]:
+        """Forget the conversation and the "always allow" answers given in it; later turns go to a new
+        session. Returns the tools that will ask again."""
         self.messages = []
         self.changes = []
         self._note_for_model = ""
         self.context_used = 0
         if self.session is not None:
             self.session = self.session.fresh()
+        return self.permissions.forget_always()
 
     # --- one turn ---------------------------------------------------------------------------------
 
@@ -188,7 +190,9 @@ class Agent:
                 # The malformed call is not kept (it cannot be rendered back); the error result right after
                 # the prose tells the model what was wrong so it can write the call again.
                 content.append(part_to_json(ToolResultPart(False, f"malformed tool call: {e}")))
-                yield Error(f"the model wrote a malformed tool call ({e.kind}): {e}", kind=e.kind)
+                # The user sees only what went wrong (the kind is in the event): the rest of the message tells the
+                # model how to write the call, which the user can do nothing with.
+                yield Error(f"the model wrote a malformed tool call: {str(e).split('; ')[0]}", kind=e.kind)
                 self._save()
                 key = ("malformed", e.kind, str(e))
                 failures[key] += 1

@@ -21,6 +21,7 @@ from rich.text import Text
 
 from agent.events import Error, Permission, TextDelta, ToolCall, ToolResult, TurnEnd
 from agent.loop import threaded
+from agent.permissions import cleared_message
 
 HELP = """\
 [bold]Commands[/bold]
@@ -248,9 +249,9 @@ class Repl:
             if not self._loaded.is_set() or self.agent is None:
                 self.console.print("[red]no model is loaded yet[/red]")
             elif name == "/clear":
-                self.agent.clear()
+                reset = self.agent.clear() or []
                 self.outputs.clear()
-                self.console.print("[dim]conversation cleared.[/dim]")
+                self.console.print(f"[dim]{escape(cleared_message(reset))}[/dim]")
             else:
                 try:
                     self.console.print(escape(self.agent.undo()))
