@@ -17,7 +17,7 @@ from agent.source import encode_script
 from nanocode.model import GPT, ModelConfig
 from nanocode.sampler import Sampler
 from nanocode.serve.engine import Busy, Engine, Job
-from nanocode.serve.protocol import RequestError, describe_tools, parse_request, parse_tools, to_conversation
+from nanocode.serve.protocol import describe_tools, parse_request, parse_tools, to_conversation
 from nanocode.serve.reply import Reply, arguments_json
 from nanocode.serve.server import build_app, main
 from nanocode.template import TextPart, ToolCallPart, ToolResultPart, render_prompt
