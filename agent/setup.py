@@ -30,6 +30,7 @@ class Setup:
     max_steps: int = 20
     temperature: float = 0.0
     record_preferences: bool = True
+    memory: bool = True  # read AGENTS.md into the prompt (agent/memory.py)
     notes: list[str] = field(default_factory=list)  # lines for the start-up banner
 
     @property
@@ -53,13 +54,13 @@ class Setup:
         return Agent(source, tok, self.workspace, self.permissions, max_steps=self.max_steps,
                      session=self.session, temperature=self.temperature,
                      record_preferences=self.record_preferences,
-                     memory=load_memory(self.workspace, tok, model.config.seq_len))
+                     memory=load_memory(self.workspace, tok, model.config.seq_len) if self.memory else None)
 
 
 def prepare(*, model: Path | None = None, cwd: Path | None = None, allow: str | list[str] | None = None,
             yes: bool = False, resume: bool = False, session_id: str | None = None, max_steps: int = 20,
             temperature: float = 0.0, save_session: bool = True, record_preferences: bool = True,
-            home: Path | None = None, sandbox: bool | str = True) -> Setup:
+            home: Path | None = None, sandbox: bool | str = True, memory: bool = True) -> Setup:
     """sandbox: True / "on" (default) runs Bash in the OS sandbox where the machine has one; False / "off" not."""
     from nanocode.lookup import CheckpointError, dangling_links, find_model, models_dir
 
@@ -97,4 +98,4 @@ def prepare(*, model: Path | None = None, cwd: Path | None = None, allow: str | 
     elif save_session:
         session = Session.new(home, workspace=workspace, model=str(model_dir))
     return Setup(Path(model_dir), workspace, permissions, session, max_steps=max_steps, temperature=temperature,
-                 record_preferences=record_preferences, notes=notes)
+                 record_preferences=record_preferences, memory=memory, notes=notes)

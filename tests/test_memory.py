@@ -125,3 +125,6 @@ def test_nanocode_run_loads_it_with_a_real_model(tmp_path, tiny_tokenizer, monke
     assert result.exit_code in (0, 1), result.output
     assert f"nanocode: {load_memory(ws, tiny_tokenizer, 256).notice()}\n" in result.stderr
     assert json.loads(result.stdout.splitlines()[-1])["type"] == "turn_end"  # stdout stays the event lines
+    off = CliRunner().invoke(app, ["run", "-p", "hi", "--model", str(model_dir), "--cwd", str(ws), "--max-steps",
+                                   "1", "--no-memory"])
+    assert off.exit_code in (0, 1) and "AGENTS.md" not in off.stderr
