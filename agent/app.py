@@ -36,6 +36,7 @@ from textual.message import Message
 from textual.widgets import Footer, Input
 
 from agent.events import Error, Event, Permission, TextDelta, ToolCall, ToolResult, TurnEnd
+from agent.permissions import cleared_message
 from agent.widgets.message import AssistantMessage, Notice, UserMessage
 from agent.widgets.permission_prompt import PermissionPrompt
 from agent.widgets.prompt_input import PromptInput
@@ -118,6 +119,7 @@ class NanocodeApp(App):
         self._warming = False  # the load worker is compiling the first reply's programs
         self._cancel: threading.Event | None = None  # set while a turn runs
         self._queued: str | None = None              # a request typed while the model was loading
+        self._stopped_at_call = False  # this turn was stopped at a permission prompt (the call's line says so)
         self._assistant: AssistantMessage | None = None
         self._calls: dict[int, ToolCallView] = {}
         self._asks: dict[int, tuple[Future, PermissionPrompt]] = {}
@@ -201,6 +203,10 @@ class NanocodeApp(App):
     async def _agent_ready(self) -> None:
         if not self._workspace_given:
             self.workspace = getattr(self.agent, "workspace", self.workspace)
+        # The project memory is read with the model (it needs the tokenizer to count): say what the model reads.
+        if (memory := getattr(self.agent, "memory", None)) is not None:
+            await self._add(Notice(memory.notice(), "error" if memory.cut else "info"))
+            self.status.memory = ", ".join(memory.files)
         if self.agent.messages:
             await self._draw_history(self.agent.messages)
         self._refresh_status(self._idle_state())
@@ -247,12 +253,11 @@ class NanocodeApp(App):
         elif name in ("/clear", "/undo") and (self.busy or self._queued is not None):
             await self._add(Notice(f"{name} has to wait until the turn is over (Esc stops it).", "error"))
         elif name == "/clear":
-            if self.agent is not None:
-                self.agent.clear()
+            reset = (self.agent.clear() or []) if self.agent is not None else []
             await self.transcript.remove_children()
             self._calls.clear()
             self._assistant = None
-            await self._add(Notice("conversation cleared."))
+            await self._add(Notice(cleared_message(reset)))
             self._refresh_status(self._idle_state())
         elif name == "/undo":
             if self.agent is None:
@@ -287,6 +292,7 @@ class NanocodeApp(App):
 
     def _start_turn(self, text: str) -> None:
         self._cancel = threading.Event()
+        self._stopped_at_call = False
         self._assistant = None
         self._refresh_status("generating…")
         self.refresh_bindings()  # shows "Esc stop" in the footer
@@ -327,21 +333,26 @@ class NanocodeApp(App):
             self._calls[event.call_id] = view
             await self._add(view)
         elif isinstance(event, Permission):
+            # Rejected because the user stopped the turn at the question: one line says so, instead of a
+            # rejection note, a result repeating it and "stopped." below them.
+            stopped = event.decision == "reject" and self._cancel is not None and self._cancel.is_set()
+            self._stopped_at_call |= stopped
             if view := self._calls.get(event.call_id):
-                view.set_decision(event.decision, event.note)
+                view.set_decision("stopped" if stopped else event.decision, "" if stopped else event.note)
         elif isinstance(event, ToolResult):
             if view := self._calls.get(event.call_id):
-                await view.set_result(event.ok, event.output)
+                if not view.rejected:  # a rejected call's result only repeats the decision line, for the model
+                    await view.set_result(event.ok, event.output)
             else:
                 await self._add(Notice(f"{event.name}: {event.output}", "info" if event.ok else "error"))
         elif isinstance(event, Error):
             await self._end_prose()
-            await self._add(Notice(event.message, "error"))
+            await self._add_error(event.message)
         elif isinstance(event, TurnEnd):
             await self._end_prose()
             # Every other early end (step limit, context, a repeated failure, ...) comes with an Error
             # event that already said why; only a stop by the user has no message of its own.
-            if event.reason == "interrupted":
+            if event.reason == "interrupted" and not self._stopped_at_call:
                 await self._add(Notice("stopped."))
         self._refresh_status()
 
@@ -437,6 +448,16 @@ class NanocodeApp(App):
 
     async def _add(self, widget) -> None:
         await self.transcript.mount(widget)
+
+    async def _add_error(self, message: str) -> None:
+        """An error line; the same error again right after it (a model retrying the same malformed call)
+        counts up on that line instead of adding another."""
+        children = self.transcript.children
+        last = children[-1] if children else None
+        if isinstance(last, Notice) and last.kind == "error" and last.text == message:
+            last.again()
+        else:
+            await self._add(Notice(message, "error"))
 
     def _idle_state(self) -> str:
         if self.agent is None:

@@ -6,7 +6,8 @@ Two mechanisms:
 - `fit_prompt`: when the rendered conversation is longer than the room left for the prompt, elide (in this
   order) old tool outputs, old turns, older tool outputs of the current turn, the middle of an over-long
   user message, and finally the oldest steps of the current turn. Only the prompt is changed: the session
-  keeps everything.
+  keeps everything. Project memory (agent/memory.py) is put at the head of the first user turn that is left,
+  so no trimming ever drops it.
 """
 import re
 from dataclasses import dataclass
@@ -123,9 +124,22 @@ def _result_len(tok: Tokenizer, part: dict) -> int:
     return len(tok.encode(part["output"] if part["ok"] else ERROR_PREFIX + part["output"]))
 
 
-def fit_prompt(messages: list[dict], tok: Tokenizer, limit: int) -> Fitted:
-    """Prompt ids for `messages` (see template.render_prompt) of at most `limit` tokens. Lengths are
-    tracked incrementally (each piece is encoded on its own, so lengths add up exactly) to stay linear."""
+def fit_prompt(messages: list[dict], tok: Tokenizer, limit: int, memory: str = "") -> Fitted:
+    """Prompt ids for `messages` (see template.render_prompt) of at most `limit` tokens, with `memory` at the
+    head of the first user turn. Lengths are tracked incrementally (each piece is encoded on its own, so
+    lengths add up exactly) to stay linear."""
+    if not memory:
+        return _fit(messages, tok, limit)
+    # Encoded as a piece of its own, like every text part: the prompt is the memory's ids spliced in after
+    # the first <|user_start|> (ids[1]: a prompt always starts <|bos|><|user_start|>, see step 2 below).
+    memory_ids = tok.encode(memory + "\n\n")
+    fit = _fit(messages, tok, limit - len(memory_ids))
+    if fit.ids[1:2] == [tok.special("user_start")]:
+        fit.ids = fit.ids[:2] + memory_ids + fit.ids[2:]
+    return fit
+
+
+def _fit(messages: list[dict], tok: Tokenizer, limit: int) -> Fitted:
     ids = render_prompt(messages, tok)
     if len(ids) <= limit:
         return Fitted(ids)

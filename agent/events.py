@@ -42,7 +42,8 @@ class ToolResult:
 
 @dataclass(frozen=True)
 class TurnEnd:
-    """The assistant turn is over. reason: done | max_steps | interrupted | repeated_failure | context."""
+    """The assistant turn is over. reason: done | length | max_steps | interrupted | repeated_failure | context
+    | error."""
     reason: str
     text: str = ""  # the turn's final prose (what `nanocode run` prints)
     type: Literal["turn_end"] = field(default="turn_end", init=False)

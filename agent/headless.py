@@ -27,6 +27,8 @@ def needs_approval_note(name: str) -> str:
 def run_headless(agent: Agent, prompt: str, *, json_lines: bool = False, out: TextIO | None = None,
                  err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
+    if agent.memory is not None:  # on stderr: stdout stays the answer (or the event lines)
+        print(f"nanocode: {agent.memory.notice()}", file=err)
     permissions = agent.permissions
     if permissions.preapproved("Bash") and permissions.bash_unconfined:  # said once: Bash would run unasked
         print(f"nanocode: {tools_sandbox.status(permissions.sandbox)}", file=err)

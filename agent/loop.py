@@ -20,6 +20,7 @@ from tools.registry import undo as undo_change
 from tools.result import FileChange
 from agent.context import ContextFull, fit_prompt, trim_result
 from agent.events import Error, Event, Permission, TextDelta, ToolCall, ToolResult, TurnEnd
+from agent.memory import Memory
 from agent.permissions import ANSWERS, Decision, Permissions
 from agent.session import Session
 from nanocode.template import (ToolCallError, ToolCallPart, ToolResultPart, declined_message, parse_assistant,
@@ -48,12 +49,13 @@ class Agent:
     def __init__(self, source, tokenizer: Tokenizer, workspace: Path, permissions: Permissions, *,
                  max_steps: int = 20, session: Session | None = None, temperature: float = 0.0,
                  max_reply_tokens: int = 1024, result_budget: int | None = None, max_repeats: int = 3,
-                 record_preferences: bool = True):
+                 record_preferences: bool = True, memory: Memory | None = None):
         """source: an agent.source.TokenSource. max_steps: tool calls (including rejected and malformed ones)
         per turn. max_reply_tokens: per generation. result_budget: tokens of a tool result the model sees
         (default a quarter of the context). max_repeats: identical failing calls that end the turn.
         record_preferences: keep rejected calls as DPO data (off for `nanocode run`, whose rejections
-        are a missing flag, not a person's judgement)."""
+        are a missing flag, not a person's judgement). memory: the project's AGENTS.md notes (agent/memory.py),
+        read at the head of every prompt."""
         if max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {max_steps}")
         self.source, self.tok = source, tokenizer
@@ -66,6 +68,7 @@ class Agent:
         self.reply_reserve = max(16, min(max_reply_tokens, self.context_len // 4))
         self.result_budget = result_budget or max(64, self.context_len // 4)
         self.record_preferences = record_preferences
+        self.memory = memory
         self.messages: list[dict] = list(session.messages) if session is not None else []
         self.context_used = 0
         self.tokens_per_second = 0.0
@@ -77,7 +80,7 @@ class Agent:
         self._note_for_model = ""  # told to the model with the next request (e.g. that /undo reverted an edit)
         self._pending_preference: dict | None = None  # a rejected call waiting for its `chosen` side
         if self.messages:  # a resumed session: what it fills of the context
-            self.context_used = len(render_conversation(self.messages, tokenizer)[0])
+            self.context_used = len(render_conversation(self.messages, tokenizer)[0]) + (memory.tokens if memory else 0)
 
     # --- the public API ---------------------------------------------------------------------------
 
@@ -122,14 +125,16 @@ class Agent:
             prompt = render_prompt([{"role": "user", "content": "what does this repository do?"}], self.tok)
             warm(prompt, self._max_new(prompt), self.temperature)
 
-    def clear(self) -> None:
-        """Forget the conversation; later turns go to a new session."""
+    def clear(self) -> list[str]:
+        """Forget the conversation and the "always allow" answers given in it; later turns go to a new
+        session. Returns the tools that will ask again."""
         self.messages = []
         self.changes = []
         self._note_for_model = ""
         self.context_used = 0
         if self.session is not None:
             self.session = self.session.fresh()
+        return self.permissions.forget_always()
 
     # --- one turn ---------------------------------------------------------------------------------
 
@@ -154,7 +159,8 @@ class Agent:
                 yield end("interrupted")
                 return
             try:
-                fit = fit_prompt(self.messages, self.tok, self.context_len - self.reply_reserve)
+                fit = fit_prompt(self.messages, self.tok, self.context_len - self.reply_reserve,
+                                 memory=self.memory.text if self.memory else "")
             except ContextFull as e:
                 yield Error(str(e), kind="context")
                 yield end("context")
@@ -184,7 +190,9 @@ class Agent:
                 # The malformed call is not kept (it cannot be rendered back); the error result right after
                 # the prose tells the model what was wrong so it can write the call again.
                 content.append(part_to_json(ToolResultPart(False, f"malformed tool call: {e}")))
-                yield Error(f"the model wrote a malformed tool call ({e.kind}): {e}", kind=e.kind)
+                # The user sees only what went wrong (the kind is in the event): the rest of the message tells the
+                # model how to write the call, which the user can do nothing with.
+                yield Error(f"the model wrote a malformed tool call: {str(e).split('; ')[0]}", kind=e.kind)
                 self._save()
                 key = ("malformed", e.kind, str(e))
                 failures[key] += 1

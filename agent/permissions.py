@@ -69,6 +69,12 @@ class Permissions:
         if answer == "always":
             self.always.add(tool_name)
 
+    def forget_always(self) -> list[str]:
+        """Drops the "always" answers: they were given for one conversation, and /clear starts another (the
+        --allow and --yes flags stay). Returns the tools they were for, to tell the user."""
+        names, self.always = sorted(self.always), set()
+        return names
+
     def run_note(self, tool_name: str) -> str:
         """What the permission question adds about how the call will run ('' for tools other than Bash)."""
         return tools_sandbox.describe(self.sandbox) if tool_name == "Bash" else ""
@@ -85,3 +91,11 @@ class Permissions:
         if self.allowed:
             return f"pre-approved: {', '.join(sorted(self.allowed))}; every other tool call asks first"
         return "every tool call asks for permission first"
+
+
+def cleared_message(reset: list[str]) -> str:
+    """What /clear says: the conversation is gone, and which tools ask again."""
+    if not reset:
+        return "conversation cleared."
+    return (f"conversation cleared; {', '.join(reset)} will ask again (\"always allow\" lasts one "
+            "conversation).")

@@ -21,6 +21,7 @@ from rich.text import Text
 
 from agent.events import Error, Permission, TextDelta, ToolCall, ToolResult, TurnEnd
 from agent.loop import threaded
+from agent.permissions import cleared_message
 
 HELP = """\
 [bold]Commands[/bold]
@@ -149,6 +150,7 @@ class Repl:
         self.outputs: dict[int, ToolResult] = {}
         self._at_line_start = True
         self.agent, self.load_error = None, None
+        self._memory_shown = False
         self._loaded, self._warm = threading.Event(), threading.Event()
         if callable(agent) and not hasattr(agent, "run_turn"):
             threading.Thread(target=self._load, args=(agent,), name="nanocode-load", daemon=True).start()
@@ -199,6 +201,10 @@ class Repl:
                 return None
         if self.agent is None:
             self.console.print(f"[red]no model is loaded: {escape(self.load_error or 'unknown error')}[/red]")
+        elif not self._memory_shown:  # read with the model: shown before its first reply
+            self._memory_shown = True
+            if (memory := getattr(self.agent, "memory", None)) is not None:
+                self.console.print(f"[{'red' if memory.cut else 'dim'}]{escape(memory.notice())}[/]")
         return self.agent
 
     # --- the read-eval-print loop -----------------------------------------------------------------
@@ -243,9 +249,9 @@ class Repl:
             if not self._loaded.is_set() or self.agent is None:
                 self.console.print("[red]no model is loaded yet[/red]")
             elif name == "/clear":
-                self.agent.clear()
+                reset = self.agent.clear() or []
                 self.outputs.clear()
-                self.console.print("[dim]conversation cleared.[/dim]")
+                self.console.print(f"[dim]{escape(cleared_message(reset))}[/dim]")
             else:
                 try:
                     self.console.print(escape(self.agent.undo()))

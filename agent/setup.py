@@ -4,8 +4,9 @@ Two phases, so that a front end can show itself before the slow part:
 - `prepare(...)`: the checks that can fail with a clear message: find the model directory, check the
   --allow list, the --sandbox setting and the workspace, open (or resume) the session. Raises SetupError.
   (A second or two: finding the model imports nothing heavy: nanocode.lookup has no JAX.)
-- `Setup.load()`: load the weights and tokenizer, build the sampler and the Agent (seconds: JAX import
-  and compilation). `Agent.warm_up()` then compiles the first reply's programs ahead of the user's Enter.
+- `Setup.load()`: load the weights and tokenizer, read the project memory (AGENTS.md, agent/memory.py), build
+  the sampler and the Agent (seconds: JAX import and compilation). `Agent.warm_up()` then compiles the first
+  reply's programs ahead of the user's Enter.
 """
 import os
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ class Setup:
     max_steps: int = 20
     temperature: float = 0.0
     record_preferences: bool = True
+    memory: bool = True  # read AGENTS.md into the prompt (agent/memory.py)
     notes: list[str] = field(default_factory=list)  # lines for the start-up banner
 
     @property
@@ -39,6 +41,7 @@ class Setup:
         """The Agent over the real model (slow: imports JAX, reads the weights). Front ends then call
         `agent.warm_up()` in the background to compile what a first request runs."""
         from agent.loop import Agent
+        from agent.memory import load_memory
         from agent.source import SamplerSource
         from nanocode.checkpoint import CheckpointError, load_model
         from nanocode.sampler import Sampler
@@ -50,13 +53,14 @@ class Setup:
         source = SamplerSource(Sampler(model), context_len=model.config.seq_len)
         return Agent(source, tok, self.workspace, self.permissions, max_steps=self.max_steps,
                      session=self.session, temperature=self.temperature,
-                     record_preferences=self.record_preferences)
+                     record_preferences=self.record_preferences,
+                     memory=load_memory(self.workspace, tok, model.config.seq_len) if self.memory else None)
 
 
 def prepare(*, model: Path | None = None, cwd: Path | None = None, allow: str | list[str] | None = None,
             yes: bool = False, resume: bool = False, session_id: str | None = None, max_steps: int = 20,
             temperature: float = 0.0, save_session: bool = True, record_preferences: bool = True,
-            home: Path | None = None, sandbox: bool | str = True) -> Setup:
+            home: Path | None = None, sandbox: bool | str = True, memory: bool = True) -> Setup:
     """sandbox: True / "on" (default) runs Bash in the OS sandbox where the machine has one; False / "off" not."""
     from nanocode.lookup import CheckpointError, dangling_links, find_model, models_dir
 
@@ -94,4 +98,4 @@ def prepare(*, model: Path | None = None, cwd: Path | None = None, allow: str | 
     elif save_session:
         session = Session.new(home, workspace=workspace, model=str(model_dir))
     return Setup(Path(model_dir), workspace, permissions, session, max_steps=max_steps, temperature=temperature,
-                 record_preferences=record_preferences, notes=notes)
+                 record_preferences=record_preferences, memory=memory, notes=notes)

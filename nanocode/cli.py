@@ -66,6 +66,13 @@ ROUTES = {
                    "on GPU."),
         "train": ("training.bench_train", "Training throughput on random tokens: tok/s, model TFLOP/s, MFU, memory."),
     },
+    # Top-level commands; routed at the end of this file so that `nanocode --help` lists chat and run first.
+    app: {
+        "serve": ("nanocode.serve.server", "An OpenAI-compatible server over a model (/v1/chat/completions, "
+                  "whole or streamed, with tool calls) on 127.0.0.1:8000."),
+        "report": ("training.report", "Write RUN_DIR/report/report.md and a self-contained report.html: config, "
+                   "data, curves, evals, card."),
+    },
 }
 
 
@@ -85,7 +92,8 @@ def route(group: typer.Typer, name: str, module: str, help_line: str) -> None:
 
 for _group, _commands in ROUTES.items():
     for _name, (_module, _help) in _commands.items():
-        route(_group, _name, _module, _help)
+        if _group is not app:
+            route(_group, _name, _module, _help)
 
 
 # --- chat / run (agent) --------------------------------------------------------------------------
@@ -100,6 +108,8 @@ _ALLOW = typer.Option(None, "--allow", help="Tools that run without asking, e.g.
 _YES = typer.Option(False, "--yes", help="Run every tool call without asking (Edit and Bash included).")
 _RESUME = typer.Option(False, "--resume", help="Reload a saved session: the given ID, else the most recent.")
 _CWD = typer.Option(None, "--cwd", help="The repository to work in (default: the current directory).")
+_MEMORY = typer.Option(True, "--memory/--no-memory", help="Read AGENTS.md / NANOCODE.md from the repository root "
+                       "down to the working directory into the prompt (default on).")
 _SANDBOX = typer.Option("on", "--sandbox", metavar="on|off", help="on (default): Bash runs in an OS sandbox "
                         "(writes only in the workspace and a private $TMPDIR, no network); off: with your full "
                         "access, e.g. for commands that need the network.")
@@ -110,14 +120,14 @@ def chat(session_id: Optional[str] = _SESSION_ID, model: Optional[Path] = _MODEL
          yes: bool = _YES, resume: bool = _RESUME,
          plain: bool = typer.Option(False, "--plain", help="A plain prompt-toolkit REPL instead of the "
                                     "full-screen app."),
-         cwd: Optional[Path] = _CWD, sandbox: str = _SANDBOX):
+         cwd: Optional[Path] = _CWD, sandbox: str = _SANDBOX, memory: bool = _MEMORY):
     """Work with the model in a repository; it asks before every tool call."""
     from agent.setup import SetupError, prepare
     from nanocode.lookup import nanocode_home
 
     try:
         setup = prepare(model=model, cwd=cwd, allow=allow, yes=yes, resume=resume, session_id=session_id,
-                        sandbox=sandbox)
+                        sandbox=sandbox, memory=memory)
     except SetupError as e:
         fail(str(e))
     history = nanocode_home() / "history"
@@ -138,7 +148,7 @@ def run_command(prompt: str = typer.Option(..., "-p", "--prompt", help="The requ
                 max_steps: int = typer.Option(20, "--max-steps", help="Most tool calls in the turn."),
                 allow: Optional[str] = _ALLOW, yes: bool = _YES, model: Optional[Path] = _MODEL,
                 cwd: Optional[Path] = _CWD, resume: bool = _RESUME, session_id: Optional[str] = _SESSION_ID,
-                sandbox: str = _SANDBOX):
+                sandbox: str = _SANDBOX, memory: bool = _MEMORY):
     """Run one request without a UI and print the answer.
 
     Calls that need approval (no --allow/--yes for them) are rejected and reported.
@@ -154,7 +164,7 @@ def run_command(prompt: str = typer.Option(..., "-p", "--prompt", help="The requ
         fail("the prompt is empty; pass the request with -p 'what does cli.py do?'")
     try:
         setup = prepare(model=model, cwd=cwd, allow=allow, yes=yes, resume=resume, session_id=session_id,
-                        max_steps=max_steps, record_preferences=False, sandbox=sandbox)
+                        max_steps=max_steps, record_preferences=False, sandbox=sandbox, memory=memory)
         agent = setup.load()
     except SetupError as e:
         fail(str(e))
@@ -236,9 +246,9 @@ def data_synth(n: int = typer.Option(3000, "--n", help="Conversations to generat
                     "template prose (see stats.json)", fg=typer.colors.YELLOW, err=True)
 
 
+for _name, (_module, _help) in ROUTES[app].items():
+    route(app, _name, _module, _help)
 
-route(app, "report", "training.report", "Write RUN_DIR/report/report.md and a self-contained report.html: config, "
-      "data, curves, evals, card.")
 
 if __name__ == "__main__":
     app()

@@ -7,10 +7,11 @@
 The loss mask is 1 exactly on what the model writes (assistant prose, tool calls, <|assistant_end|>)
 and 0 on what it is given (bos, user turns, <|assistant_start|>, tool results).
 """
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from nanocode.tokenizer import Tokenizer
-from tools.spec import SPECS
+from tools.spec import SPECS, ToolSpec
 
 # A failed tool result is shown to the model with this prefix; the model learns to read it.
 ERROR_PREFIX = "error: "
@@ -167,8 +168,9 @@ def stop_ids(tok: Tokenizer) -> tuple[int, ...]:
 
 # --- parsing generated ids ------------------------------------------------------------------------
 
-def parse_tool_call(ids: list[int], tok: Tokenizer) -> ToolCallPart:
-    """Parses the ids strictly between <|tool_call_start|> and <|tool_call_end|>."""
+def parse_tool_call(ids: list[int], tok: Tokenizer, specs: Mapping[str, ToolSpec] = SPECS) -> ToolCallPart:
+    """Parses the ids strictly between <|tool_call_start|> and <|tool_call_end|>. `specs`: the tools a call
+    may name (ours by default; `nanocode serve` passes the ones a request declares)."""
     arg, val = tok.special("tool_arg"), tok.special("tool_val")
     # Split into segments, each led by the special token that opened it (None for the name).
     segments: list[tuple[int | None, list[int]]] = [(None, [])]
@@ -183,11 +185,11 @@ def parse_tool_call(ids: list[int], tok: Tokenizer) -> ToolCallPart:
     name = tok.decode(segments[0][1]).strip()
     if not name:
         raise ToolCallError("missing_name", "the tool call has no tool name; start it with one of "
-                            + ", ".join(SPECS))
-    spec = SPECS.get(name)
+                            + ", ".join(specs))
+    spec = specs.get(name)
     if spec is None:
         raise ToolCallError("unknown_tool", f"there is no tool called {name!r}; the tools are "
-                            + ", ".join(SPECS))
+                            + ", ".join(specs))
     args: dict[str, str] = {}
     pending: str | None = None
     for lead, seg in segments[1:]:

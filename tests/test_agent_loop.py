@@ -307,6 +307,15 @@ def test_clear_forgets_the_conversation_and_starts_a_new_session(tiny_tokenizer,
     assert len(json.loads(session.path.read_text())["messages"]) == 2  # the old session file is untouched
 
 
+def test_clear_forgets_the_always_answers_but_not_the_allow_flag(tiny_tokenizer, ws):
+    agent, _ = make(tiny_tokenizer, ws, [call("Grep", pattern="x"), "ok<|assistant_end|>"], allow=["Read"])
+    run(agent, ask=lambda c: ("always", ""))
+    assert agent.permissions.always == {"Grep"}
+    assert agent.clear() == ["Grep"]  # the app and the REPL say which tools will ask again
+    assert agent.permissions.preapproved("Read") and not agent.permissions.preapproved("Grep")
+    assert agent.clear() == []
+
+
 def test_resumed_session_continues_the_conversation(tiny_tokenizer, ws, tmp_path):
     home = tmp_path / "home"
     agent, _ = make(tiny_tokenizer, ws, ["first answer<|assistant_end|>"], session=Session.new(home))

@@ -9,7 +9,7 @@ import pytest
 from agent.app import NanocodeApp
 from agent.loop import Agent
 from agent.permissions import Permissions
-from agent.source import ScriptedSource
+from agent.source import ScriptedSource, encode_script
 from agent.widgets.message import AssistantMessage, Notice
 from agent.widgets.tool_call import ToolCallView
 from agent.widgets.tool_output import ToolOutput
@@ -71,7 +71,9 @@ async def test_real_agent_edit_approve_undo_reject_with_note_and_clear(tiny_toke
         # the note reached the model: it is in the prompt of the next generation
         assert "the user declined this call and said: keep build" in tiny_tokenizer.decode(source.prompts[-1])
         bash = transcript(app, ToolCallView)[-1]
-        assert bash.decision == "reject" and not bash.query_one(ToolOutput).ok
+        # the decision line says it; the declined-call result (the model's copy) is not repeated under it
+        assert bash.decision == "reject" and str(bash.query_one(".decision").render()) == "rejected: keep build"
+        assert not bash.query(ToolOutput)
 
         await send(pilot, "/clear")
         await until(pilot, lambda: not agent.messages and not transcript(app, ToolCallView))
@@ -102,6 +104,37 @@ async def test_real_agent_always_allow_and_escape_interrupt(tiny_tokenizer, work
         assert time.monotonic() - start < 1.0
         assert str(transcript(app, Notice)[-1].render()) == "stopped."
         assert agent.messages[-1]["content"][0]["text"].count("la") < 400
+
+        # /clear forgets the "always" answer, and says so: the next Read asks again
+        source.replies.append(encode_script(tiny_tokenizer, read))
+        await send(pilot, "/clear")
+        await until(pilot, lambda: transcript(app, Notice) and "cleared" in str(transcript(app, Notice)[-1].render()))
+        assert str(transcript(app, Notice)[-1].render()) == ('conversation cleared; Read will ask again ("always '
+                                                             'allow" lasts one conversation).')
+        assert agent.permissions.always == set()
+        await send(pilot, "read it again")
+        await until(pilot, lambda: asking(app))
+
+
+@pytest.mark.asyncio
+async def test_esc_at_a_question_is_one_line_and_malformed_calls_are_short(tiny_tokenizer, workspace):
+    fetch = "<|tool_call_start|>Fetch<|tool_arg|>url<|tool_val|>x<|tool_call_end|>"
+    agent, _ = make_agent(tiny_tokenizer, workspace, [BASH, fetch, fetch, "sorry.<|assistant_end|>"])
+    app = NanocodeApp(agent, model_name="scripted", workspace=workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "clean up")
+        await until(pilot, lambda: asking(app))
+        await pilot.press("escape")
+        await until(pilot, lambda: idle(app))
+        (view,) = transcript(app, ToolCallView)
+        assert str(view.query_one(".decision").render()) == "not run: you stopped the turn"
+        assert view.query_one(".decision").has_class("-reject")
+        assert not view.query(ToolOutput) and not transcript(app, Notice)  # no result repeating it, no "stopped."
+
+        await send(pilot, "fetch it")
+        await until(pilot, lambda: idle(app) and transcript(app, AssistantMessage))
+        (error,) = [n for n in transcript(app, Notice) if n.kind == "error"]
+        assert str(error.render()) == "the model wrote a malformed tool call: there is no tool called 'Fetch' (×2)"
 
 
 @pytest.mark.asyncio

@@ -14,7 +14,8 @@ REPO = Path(__file__).parent.parent
 
 
 @pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["data", "--help"], ["eval", "--help"],
-                                  ["bench", "--help"], ["train", "base", "--help"], ["train", "speedrun", "--help"]])
+                                  ["bench", "--help"], ["train", "base", "--help"], ["train", "speedrun", "--help"],
+                                  ["serve", "--help"]])
 def test_help_imports_no_jax(args):
     code = ("import sys\nfrom nanocode.cli import app\ntry:\n    app(sys.argv[1:], standalone_mode=False)\n"
             "except SystemExit:\n    pass\nprint('JAX' if 'jax' in sys.modules else 'NO JAX')")

@@ -39,3 +39,10 @@ class Notice(Static):
     def __init__(self, content: str | Content, kind: str = "info") -> None:
         super().__init__(Content(content) if isinstance(content, str) else content, classes=f"-{kind}")
         self.kind = kind
+        self.text = content if isinstance(content, str) else None
+        self.repeats = 1
+
+    def again(self) -> None:
+        """The same notice once more, counted on this line (a model retrying the same malformed call)."""
+        self.repeats += 1
+        self.update(Content(f"{self.text} (×{self.repeats})"))

@@ -1,4 +1,5 @@
-"""One line under the input: model, context used, generation speed and what the app is doing now."""
+"""One line under the input: model, context used, generation speed, the project memory the model reads
+(AGENTS.md) and what the app is doing now."""
 from textual.content import Content
 from textual.reactive import reactive
 from textual.widget import Widget
@@ -14,6 +15,7 @@ class StatusLine(Widget):
     context_used: reactive[int] = reactive(0)
     context_len: reactive[int] = reactive(0)
     tokens_per_second: reactive[float] = reactive(0.0)
+    memory: reactive[str] = reactive("")  # the AGENTS.md files in the prompt, if any
 
     def render(self) -> Content:
         if self.context_len:
@@ -23,6 +25,7 @@ class StatusLine(Widget):
             context = "—"
         speed = f"{self.tokens_per_second:.1f} tok/s" if self.tokens_per_second else "— tok/s"
         # Variables ($model, ...) are substituted as plain text, so a model path with brackets stays literal.
-        return Content.from_markup("[b]$model[/b] │ context $context │ $speed │ [i]$state[/i]",
+        memory = " │ $memory" if self.memory else ""
+        return Content.from_markup(f"[b]$model[/b] │ context $context │ $speed{memory} │ [i]$state[/i]",
                                    model=self.model or "no model", context=context, speed=speed,
-                                   state=self.state)
+                                   memory=self.memory, state=self.state)

@@ -22,6 +22,7 @@ DECISIONS = {
     "always": "allowed for this session",
     "auto": "allowed (pre-approved)",
     "reject": "rejected",
+    "stopped": "not run: you stopped the turn",
 }
 
 
@@ -117,8 +118,12 @@ class ToolCallView(Vertical):
         text = DECISIONS.get(decision, decision) + (f": {note}" if note else "")
         label = self.query_one(".decision", Static)
         label.update(Content(text))
-        label.set_class(decision == "reject", "-reject")
+        label.set_class(self.rejected, "-reject")
         label.display = True
+
+    @property
+    def rejected(self) -> bool:
+        return self.decision in ("reject", "stopped")
 
     async def set_result(self, ok: bool, output: str) -> None:
         self.result = ToolOutput(ok, output)

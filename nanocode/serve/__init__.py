@@ -1,0 +1,1 @@
+"""`nanocode serve`: an OpenAI-compatible server over the sampler (see server.py)."""
