@@ -52,7 +52,8 @@ class Agent:
                  record_preferences: bool = True, memory: Memory | None = None):
         """source: an agent.source.TokenSource. max_steps: tool calls (including rejected and malformed ones)
         per turn. max_reply_tokens: per generation. result_budget: tokens of a tool result the model sees
-        (default a quarter of the context). max_repeats: identical failing calls that end the turn.
+        (default a quarter of the context). max_repeats: identical calls (no successful Edit in between)
+        that end the turn.
         record_preferences: keep rejected calls as DPO data (off for `nanocode run`, whose rejections
         are a missing flag, not a person's judgement). memory: the project's AGENTS.md notes (agent/memory.py),
         read at the head of every prompt."""
@@ -233,15 +234,20 @@ class Agent:
             if cancel.is_set():
                 yield end("interrupted")
                 return
-            if not result.ok:
-                key = ("call", call.name, tuple(sorted(call.args.items())))
-                failures[key] += 1
-                if failures[key] >= self.max_repeats:
-                    what = "rejected" if rejected else "failed"
-                    yield Error(f"the model repeated the same {call.name} call {failures[key]} times and it "
-                                f"{what} each time; stopping the turn", kind="repeated_failure")
-                    yield end("repeated_failure")
-                    return
+            # The same call again, with nothing edited in between, cannot answer differently: a failing call
+            # repeated, or a Grep that found nothing run ten times over (the shipped model's loop, issue 15).
+            # A successful Edit changes the files, so a rerun of the tests after a fix starts the count anew.
+            if call.name == "Edit" and result.ok:
+                failures.clear()
+                continue
+            key = ("call", call.name, tuple(sorted(call.args.items())))
+            failures[key] += 1
+            if failures[key] >= self.max_repeats:
+                what = "was rejected" if rejected else "failed" if not result.ok else "gave the same result"
+                yield Error(f"the model made the same {call.name} call {failures[key]} times and it {what} each "
+                            "time; stopping the turn", kind="repeated_failure")
+                yield end("repeated_failure")
+                return
 
     def _max_new(self, prompt: list[int]) -> int:
         return max(1, min(self.max_reply_tokens, self.context_len - len(prompt)))

@@ -71,6 +71,7 @@ def test_calls_needing_approval_are_rejected_and_reported(tiny_tokenizer, tmp_pa
 
 
 def test_a_turn_that_ends_early_exits_non_zero(tiny_tokenizer, tmp_path):
-    code, out, err = headless(tiny_tokenizer, tmp_path, [BASH] * 5, False, yes=True)
+    calls = [BASH.replace("touch made", f"touch made{i}") for i in range(5)]  # distinct: not the repeat guard
+    code, out, err = headless(tiny_tokenizer, tmp_path, calls, False, yes=True)
     assert code == EXIT_FAILED and out == ""
     assert "limit of 3 tool calls" in err and "ended early (max_steps)" in err

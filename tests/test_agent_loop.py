@@ -127,6 +127,21 @@ def test_same_failing_call_repeated_ends_the_turn(tiny_tokenizer, ws):
     assert len(source.prompts) == 3
 
 
+def test_same_fruitless_grep_repeated_ends_the_turn_but_an_edit_starts_the_count_again(tiny_tokenizer, ws):
+    grep = call("Grep", pattern="def nothing_here")  # finds nothing: ok, but the same answer every time
+    agent, _ = make(tiny_tokenizer, ws, [grep] * 5, allow=["Grep"])
+    events = run(agent)
+    assert events[-1].reason == "repeated_failure" and len(only(events, ToolResult)) == 3
+    assert all(r.ok for r in only(events, ToolResult)) and "gave the same result" in only(events, Error)[-1].message
+    tests = call("Bash", command="python -c pass")
+    edit = call("Edit", path="cli.py", old_string="argv[1:]", new_string="argv[2:]")
+    undo = call("Edit", path="cli.py", old_string="argv[2:]", new_string="argv[1:]")
+    agent, _ = make(tiny_tokenizer, ws, [tests, tests, edit, tests, tests, undo, tests, "done<|assistant_end|>"],
+                    yes=True)
+    events = run(agent)
+    assert events[-1].reason == "done" and len(only(events, ToolResult)) == 7
+
+
 def test_same_malformed_call_repeated_ends_the_turn(tiny_tokenizer, ws):
     agent, _ = make(tiny_tokenizer, ws, [call("Fetch", url="x")] * 5)
     events = run(agent)

@@ -8,13 +8,13 @@ import pytest
 
 from training.critic import critique
 from training.synth import (chat, count, create, delete, docstring, explore, read, recover, renames, testing,
-                            usages)
+                            usages, values)
 from training.synth.replay import replay, results, same_results, sample_tasks
 from training.synth.sources import load_pool
 
 from test_synth import make_src
 
-FAMILIES = [read, explore, count, usages, testing, create, docstring, delete, renames, chat, recover]
+FAMILIES = [read, explore, count, usages, testing, create, docstring, delete, renames, chat, recover, values]
 # The behaviours issue 15 asks for, by family: each must show up among the sampled tasks.
 MUST_SEE = {
     "read": {"whole", "text", "span", "head"},

@@ -37,8 +37,8 @@ from pathlib import Path
 from training import outdir
 from training.critic import critique
 from training.synth import (bugfix, change, chat, count, create, delete, docstring, errors, explain, explore,
-                             followup, locate, phrasing, read, recover, reject, renames, run, testing, usages, voice,
-                             write)
+                             followup, locate, phrasing, read, recover, reject, renames, run, testing, usages, values,
+                             voice, write)
 from training.synth.episode import Episode, Skip
 from training.synth.sources import Pool, load_pool, split_of
 from training.synth.tasks import Task
@@ -49,7 +49,7 @@ from training.synth.tasks import Task
 FAMILIES = [(locate, 8), (explain, 8), (write, 5), (change, 9), (bugfix, 4), (run, 4), (errors, 5),
             (reject, 5), (followup, 5),
             (read, 8), (explore, 6), (count, 4), (usages, 5), (testing, 7), (create, 6), (docstring, 3),
-            (delete, 3), (renames, 4), (chat, 5), (recover, 7)]
+            (delete, 3), (renames, 4), (chat, 5), (recover, 7), (values, 4)]
 GENERIC_FAULTS = voice.PROSE_FAULTS + ("malformed", "extra_work")
 MAX_ATTEMPTS = 40  # tasks tried per example before giving up (most failures are cheap: no suitable target)
 FAMILY_TRIES = 8   # attempts with one family before drawing another
