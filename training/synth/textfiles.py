@@ -1,5 +1,5 @@
-"""Small non-code files a project has besides its Python (notes, requirements, configs, CSV data, a
-changelog, a README), generated with what the assistant can truthfully say about them after reading.
+"""Small non-code files a project has besides its Python (to-do lists, meeting notes, requirements, configs,
+CSV data, a changelog, a log, a README), generated with what the assistant can truthfully say about them after reading.
 
     text_file(rng) -> TextFile(rel, text, summary)      summary: lowercase, names in backticks
     readme(project, modules, rng) -> TextFile           a README built from real modules' docstrings
@@ -89,7 +89,37 @@ def changelog(rng: random.Random) -> TextFile:
                     f"the changelog, {len(versions)} releases from {versions[-1]} up to the latest, {versions[0]}")
 
 
-MAKERS = [todo_file, requirements, config, csv_file, changelog]
+NOTE_POINTS = ["ship the csv exporter before friday", "ask dana about the retry limit", "the demo moved to tuesday",
+               "nobody owns the nightly build yet", "keep the old api until june", "sam reviews the parser change",
+               "the staging db is full again", "drop python 3.8 in the next release", "write up the outage",
+               "move the docs to the wiki", "budget for two more runners", "try the new linter on one repo"]
+LOG_EVENTS = [("INFO", "server started on port 8080"), ("INFO", "loaded 12 plugins"), ("WARNING", "cache is 90% full"),
+              ("ERROR", "could not connect to db: timeout"), ("INFO", "request took 1.2 s"),
+              ("ERROR", "config file missing: settings.ini"), ("WARNING", "retrying upload (2 of 3)"),
+              ("INFO", "shutting down")]
+
+
+def meeting_notes(rng: random.Random) -> TextFile:
+    # the file a new user asked about first (issue 15): "read the file notes.txt"
+    points = rng.sample(NOTE_POINTS, rng.randint(2, 5))
+    date = f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+    title = rng.choice([f"meeting notes {date}", f"notes from {date}", f"# standup {date}", f"sync {date}:"])
+    text = title + "\n" + "".join(f"{rng.choice(['-', '*'])} {p}\n" for p in points)
+    return TextFile(rng.choice(["notes.txt", "meeting.txt", "NOTES.md", "minutes.md"]), text,
+                    f"notes from {date} with {len(points)} points, from \"{points[0]}\" to \"{points[-1]}\"")
+
+
+def log_file(rng: random.Random) -> TextFile:
+    events = [rng.choice(LOG_EVENTS) for _ in range(rng.randint(3, 8))]
+    day = rng.randint(1, 28)
+    lines = [f"2026-11-{day:02d} 10:{i:02d}:00 {level} {msg}" for i, (level, msg) in enumerate(events)]
+    errors = [m for lv, m in events if lv == "ERROR"]
+    what = (f"{len(errors)} error{'s' * (len(errors) != 1)}, the last \"{errors[-1]}\"" if errors else "no errors")
+    return TextFile(rng.choice(["app.log", "server.log", "run.log"]), "\n".join(lines) + "\n",
+                    f"a log of {len(lines)} lines with {what}")
+
+
+MAKERS = [todo_file, requirements, config, csv_file, changelog, meeting_notes, log_file]
 
 
 def text_file(rng: random.Random) -> TextFile:
