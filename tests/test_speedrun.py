@@ -156,3 +156,50 @@ def test_final_model_follows_the_tool_call_gate(tmp_path):
     assert pipeline._rl_done(run) and pipeline.final_model(run) == tmp_path / "rl" / "model"
     (tmp_path / "rl" / "gate.json").write_text(json.dumps({"use": "sft"}))
     assert pipeline.final_model(run) == tmp_path / "sft" / "model"
+
+
+def test_a_stage_beside_the_next_runs_in_a_subprocess_and_is_waited_for(tmp_path, monkeypatch):
+    """The gpu budget's synth runs beside base: the stage after both waits for it, and its failure stops
+    the run with its name (stages here are small stand-ins; the real synth command is checked below)."""
+    import sys
+    seen = {}
+
+    def beside(run):  # writes its output after a moment, as a slow subprocess would
+        code = (f"import pathlib, time; time.sleep(1.0); p = pathlib.Path({str(run.corpus)!r}); "
+                "p.mkdir(); (p / 'done').write_text('x')")
+        return [sys.executable, "-c", code]
+
+    def next_stage(run):
+        seen["beside done when the next started"] = (run.corpus / "done").exists()
+        run.tokenizer.mkdir()
+        (run.tokenizer / "done").write_text("x")
+        return {}
+
+    def after(run):
+        seen["beside done when the one after started"] = (run.corpus / "done").exists()
+        run.tokens.mkdir()
+        (run.tokens / "done").write_text("x")
+        return {}
+
+    def done(name):
+        return lambda run: (getattr(run, name) / "done").exists()
+    stages = [pipeline.Stage("corpus", "beside", done("corpus"), None, beside=beside, metrics=lambda r: {"ok": 1}),
+              pipeline.Stage("tokenizer", "next", done("tokenizer"), next_stage),
+              pipeline.Stage("tokens", "after", done("tokens"), after)]
+    monkeypatch.setattr(sr, "PIPELINE", stages)
+    console = Console(file=io.StringIO(), width=200)
+    summary = sr.speedrun("test", tmp_path / "run", console=console)
+    assert seen == {"beside done when the next started": False, "beside done when the one after started": True}
+    assert {k: v["state"] for k, v in summary["stages"].items()} == {"corpus": "done", "tokenizer": "done",
+                                                                    "tokens": "done"}
+    assert summary["metrics"]["corpus"] == {"ok": 1}
+
+    stages[0] = replace(stages[0], beside=lambda run: [sys.executable, "-c", "raise SystemExit(3)"])
+    monkeypatch.setattr(sr, "PIPELINE", stages)
+    with pytest.raises(StageError, match="stage corpus failed: its subprocess exited with code 3"):
+        sr.speedrun("test", tmp_path / "run2", console=console)
+
+    gpu = pipeline.Run(tmp_path / "g", "gpu", pipeline.BUDGETS["gpu"])
+    command = pipeline._synth_command(gpu)
+    assert command[3:5] == ["data", "synth"] and str(gpu.synth) in command and "50000" in command
+    assert pipeline._synth_command(pipeline.Run(tmp_path / "t", "test", pipeline.BUDGETS["test"])) is None

@@ -8,6 +8,7 @@ complete.json of the training stages, synth stats.json; the marker written here 
 """
 import json
 import os
+import sys
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,8 @@ class Budget:
     base: dict = field(default_factory=dict)   # training/config.py preset name + overrides
     synth_n: int = 1000                    # synthetic conversations (train + val)
     synth_max_files: int = 6000
-    synth_workers: int = 0                 # processes (0: all cores)
+    synth_workers: int = 0                 # processes (0: all cores; beside base: all but two)
+    synth_beside_base: bool = False        # synth in a subprocess while base pretrains (GPU machines)
     sft: dict = field(default_factory=dict)
     dpo: dict = field(default_factory=dict)
     rl: dict = field(default_factory=dict)     # training/rl.py preset name + overrides
@@ -84,12 +86,13 @@ BUDGETS: dict[str, Budget] = {
     # parameter (41.9M params, 1,600 steps of 0.5M tokens): depth 12's Chinchilla budget would take ~100 min, and
     # depth 8's bf16 weights (63 MB) fit the ~100 MB that checkpoints/ may hold; the 16384-token vocabulary keeps
     # each 512-wide embedding table at 8.4M parameters (4.19 bytes/token on val code, ~4.3 at 32768).
-    # Issue 15 raised the conversations to 50,000 (~3 min of synth on 16 cores: 30 ms of wall time each on 2
-    # workers here); at ~283 tokens each, two epochs in 16-row steps are ~900 steps (~32k tokens a step, well under
+    # Issue 15 raised the conversations to 50,000: 499 s of synth on the H200's 16 cores, so synth runs beside
+    # base (464 s) in a subprocess; at ~283 tokens each, two epochs in 16-row steps are ~900 steps (~32k tokens a step, well under
     # a minute at base speed). DPO is capped at 400 steps of 32 pairs (the ~29k pairs would be ~1,800 at 2 epochs),
     # RL at 4 minutes of rounds, pretraining at 1,300 steps: 1,350 ended at val bpb 0.588, 1,600 at 0.596.
     "gpu": Budget(corpus_bytes=None, vocab=16384, tokenizer_bytes=100 * MB, tokenizer_baseline=False,
                   base=dict(preset="gpu", depth=8, steps=1300), synth_n=50_000, synth_max_files=20_000,
+                  synth_beside_base=True,
                   sft=dict(preset="gpu", epochs=2.0), dpo=dict(preset="gpu", lr_frac=0.005, steps=400),
                   rl=dict(preset="gpu", rounds=20, max_minutes=4.0),
                   bpb_tokens=2_097_152, tokenizer_eval_mb=8.0, humaneval_limit=None, humaneval_tokens=384,
@@ -182,9 +185,27 @@ def _synth_done(run: Run) -> bool:
 def _synth(run: Run) -> dict:
     from training.synth.driver import SynthConfig, synth
     b = run.budget
-    stats = synth(SynthConfig(out=run.synth, corpus=run.corpus, n=b.synth_n, max_files=b.synth_max_files,
-                              workers=b.synth_workers))
+    synth(SynthConfig(out=run.synth, corpus=run.corpus, n=b.synth_n, max_files=b.synth_max_files,
+                      workers=b.synth_workers))
+    return _synth_metrics(run)
+
+
+def _synth_metrics(run: Run) -> dict:
+    stats = json.loads((run.synth / "stats.json").read_text())
     return {"conversations": sum(stats["conversations"].values()), "pairs": sum(stats["pairs"].values())}
+
+
+def _synth_command(run: Run) -> list[str] | None:
+    """`nanocode data synth` as a subprocess, run beside pretraining: on the H200 synth took 499 s of CPU
+    work (50,000 conversations) while base kept the GPU busy for 464 s in a stage of its own (training/LOG.md
+    2026-12-04). A subprocess, not a fork: this process has started JAX by then (see speedrun.py)."""
+    b = run.budget
+    if not b.synth_beside_base:
+        return None
+    workers = b.synth_workers or max(1, (os.cpu_count() or 1) - 2)  # two cores left to the pretraining
+    return [sys.executable, "-c", "from nanocode.cli import app; app()", "data", "synth", "--corpus", str(run.corpus),
+            "--out", str(run.synth), "--n", str(b.synth_n), "--max-files", str(b.synth_max_files),
+            "--workers", str(workers)]
 
 
 def _sft(run: Run, console) -> dict:
@@ -400,13 +421,17 @@ class Stage:
     done: Callable[[Run], bool]         # the stage's output is complete
     work: Callable[..., dict]           # (run) or, with takes_console, (run, console) -> metrics for the view
     takes_console: bool = False
+    # a subprocess that does the work while the next stage runs (None: run in this process, in turn);
+    # the stage after that one waits for it
+    beside: Callable[[Run], list[str] | None] | None = None
+    metrics: Callable[[Run], dict] | None = None   # of a stage done beside, once it finished
 
 
 PIPELINE = [
     Stage("corpus", "collect and clean code", _corpus_done, _corpus),
     Stage("tokenizer", "train the BPE tokenizer", _tokenizer_done, _tokenizer),
     Stage("tokens", "tokenize into shards", _tokens_done, _tokens),
-    Stage("synth", "synthetic tool-use data", _synth_done, _synth),
+    Stage("synth", "synthetic tool-use data", _synth_done, _synth, beside=_synth_command, metrics=_synth_metrics),
     Stage("base", "pretrain with FIM", lambda r: _marker_done(r.base), _base, True),
     Stage("sft", "supervised fine-tuning", lambda r: _marker_done(r.sft), _sft, True),
     Stage("dpo", "preference optimisation", _dpo_done, _dpo, True),

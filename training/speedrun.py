@@ -24,11 +24,14 @@ pretraining/SFT/DPO/RL resume from their newest checkpoint inside the stage.
 The stages run in this process, one after the other: as subprocesses each would pay the JAX start-up again
 for no gain the compilation cache does not already give (measured: training/LOG.md). Synth runs before
 pretraining (it needs only the corpus): its worker pool forks, and forking a process in which JAX has
-started its threads can deadlock (Python warns as much), so it goes before anything imports jax.
+started its threads can deadlock (Python warns as much), so it goes before anything imports jax. With the
+gpu budget it runs as `nanocode data synth` in a subprocess beside pretraining instead (CPU work beside GPU
+work; SFT waits for it): a stage's `beside` in training/pipeline.py.
 """
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 import traceback
@@ -183,8 +186,13 @@ def speedrun(preset: str = "cpu", out: Path | None = None, console=None) -> dict
     if live:
         live.start()
     failure = None
+    beside = None  # a stage running in a subprocess while the next stage runs here: (stage, process, log, next)
     try:
-        for stage in PIPELINE:
+        for i, stage in enumerate(PIPELINE):
+            if beside is not None and beside[3] != stage.name:  # the stage it ran beside is over: wait for it
+                failure, beside = _join(beside, run, status, timings, console, live), None
+                if failure is not None:
+                    break
             s = status[stage.name]
             if stage.done(run):
                 s.state, s.seconds = "skipped", timings.get(stage.name, {}).get("seconds")
@@ -193,9 +201,19 @@ def speedrun(preset: str = "cpu", out: Path | None = None, console=None) -> dict
                     console.print(f"{stage.name}: complete already, skipped")
                 continue
             s.state, s.started, cpu_start = "running", time.time(), _cpu_seconds()
+            log_path = run.dir / "logs" / f"{stage.name}.log"
+            command = stage.beside(run) if stage.beside is not None and i + 1 < len(PIPELINE) else None
+            if command is not None:
+                log = open(log_path, "a", buffering=1, encoding="utf-8")
+                log.write(f"--- {stage.name} started {time.strftime('%Y-%m-%d %H:%M:%S')} beside "
+                          f"{PIPELINE[i + 1].name}: {' '.join(command)}\n")
+                process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                beside = (stage, process, log, PIPELINE[i + 1].name)
+                if not live:
+                    console.print(f"{stage.name}: running beside {PIPELINE[i + 1].name} ({stage.what}; log: {log_path})")
+                continue
             if not live:
                 console.print(f"{stage.name}: running ({stage.what}; log: {run.dir / 'logs' / (stage.name + '.log')})")
-            log_path = run.dir / "logs" / f"{stage.name}.log"
             try:
                 with _to_log(log_path) as log:
                     print(f"--- {stage.name} started {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
@@ -221,7 +239,15 @@ def speedrun(preset: str = "cpu", out: Path | None = None, console=None) -> dict
             if not live:
                 console.print(f"{stage.name}: done in {s.seconds:.1f} s " +
                               ", ".join(f"{k} {_fmt(v)}" for k, v in s.metrics.items() if v is not None))
+        if beside is not None and failure is None:  # the pipeline ended with it still running
+            failure, beside = _join(beside, run, status, timings, console, live), None
     finally:
+        if beside is not None:  # another stage failed or was interrupted: this one cannot finish either
+            stage, process, log, _ = beside
+            process.terminate()
+            process.wait()
+            log.close()
+            status[stage.name].state, status[stage.name].error = "failed", "stopped: another stage failed"
         if live:
             live.stop()
         else:
@@ -244,6 +270,26 @@ def speedrun(preset: str = "cpu", out: Path | None = None, console=None) -> dict
         raise StageError(f"stage {name} failed: {status[name].error}\nsee {run.dir / 'logs' / (name + '.log')}; "
                             f"fix the cause and rerun the same command to continue from {name}") from e
     return summary
+
+
+def _join(beside, run: Run, status: dict, timings: dict, console, live) -> tuple[str, BaseException] | None:
+    """Waits for a stage that ran in a subprocess; returns (its name, the error) when it failed."""
+    stage, process, log, _ = beside
+    s = status[stage.name]
+    code = process.wait()
+    s.seconds = time.time() - s.started
+    log.write(f"--- {stage.name} finished in {s.seconds:.1f} s (exit code {code})\n")
+    log.close()
+    if code != 0 or not stage.done(run):
+        s.state, s.error = "failed", f"its subprocess exited with code {code}"
+        return stage.name, StageError(s.error)
+    s.state, s.metrics = "done", stage.metrics(run) if stage.metrics else {}
+    timings[stage.name] = {"seconds": round(s.seconds, 1), "metrics": s.metrics}
+    write_json(run.dir / "timings.json", timings)
+    if not live:
+        console.print(f"{stage.name}: done in {s.seconds:.1f} s " +
+                      ", ".join(f"{k} {_fmt(v)}" for k, v in s.metrics.items() if v is not None))
+    return None
 
 
 def _cpu_seconds() -> float:
