@@ -8,10 +8,12 @@ Two phases, so that a front end can show itself before the slow part:
   the sampler and the Agent (seconds: JAX import and compilation). `Agent.warm_up()` then compiles the first
   reply's programs ahead of the user's Enter.
 """
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.memory import memory_files
 from agent.permissions import Permissions, PermissionsError, parse_allow, parse_sandbox
 from agent.session import Session, SessionError
 from tools import sandbox as tools_sandbox
@@ -32,6 +34,7 @@ class Setup:
     record_preferences: bool = True
     memory: bool = True  # read AGENTS.md into the prompt (agent/memory.py)
     notes: list[str] = field(default_factory=list)  # lines for the start-up banner
+    memory_note: str = ""  # why AGENTS.md was found but not read (also in notes)
 
     @property
     def model_name(self) -> str:
@@ -57,11 +60,22 @@ class Setup:
                      memory=load_memory(self.workspace, tok, model.config.seq_len) if self.memory else None)
 
 
+def trained_with_notes(model_dir: Path) -> bool:
+    try:
+        return bool(json.loads((model_dir / "config.json").read_text()).get("meta", {}).get("project_notes"))
+    except (OSError, ValueError, AttributeError):
+        return False  # loading the model says what is wrong with it
+
+
 def prepare(*, model: Path | None = None, cwd: Path | None = None, allow: str | list[str] | None = None,
             yes: bool = False, resume: bool = False, session_id: str | None = None, max_steps: int = 20,
             temperature: float = 0.0, save_session: bool = True, record_preferences: bool = True,
-            home: Path | None = None, sandbox: bool | str = True, memory: bool = True) -> Setup:
-    """sandbox: True / "on" (default) runs Bash in the OS sandbox where the machine has one; False / "off" not."""
+            home: Path | None = None, sandbox: bool | str = True, memory: bool | None = None) -> Setup:
+    """sandbox: True / "on" (default) runs Bash in the OS sandbox where the machine has one; False / "off" not.
+    memory: read AGENTS.md into the prompt; None (default): if the model was trained with project notes in its
+    prompts (its config.json says `"project_notes": true` in meta). A model that never saw notes there is
+    thrown off by them: the one shipped on 2026-12-04 answered "where is slugify defined?" right without an
+    AGENTS.md and grepped for `sure` with a two-line one (training/LOG.md)."""
     from nanocode.lookup import CheckpointError, dangling_links, find_model, models_dir
 
     if session_id is not None and not resume:
@@ -86,6 +100,14 @@ def prepare(*, model: Path | None = None, cwd: Path | None = None, allow: str | 
     if searched and (broken := dangling_links(models_dir())):
         notes.append(f"skipped {len(broken)} link{'s' * (len(broken) > 1)} in {models_dir()} to models that no "
                      f"longer exist ({', '.join(p.name for p in broken[:3])}{', ...' * (len(broken) > 3)})")
+    memory_note = ""
+    if memory is None:
+        memory = trained_with_notes(Path(model_dir))
+        if not memory and (found := memory_files(workspace)):
+            names = ", ".join(p.name for p in found)
+            memory_note = (f"{names} not read: this model was not trained with project notes in its prompt, and "
+                           "they throw it off; --memory reads them anyway")
+            notes.append(memory_note)
     session = None
     if resume:
         try:
@@ -98,4 +120,4 @@ def prepare(*, model: Path | None = None, cwd: Path | None = None, allow: str | 
     elif save_session:
         session = Session.new(home, workspace=workspace, model=str(model_dir))
     return Setup(Path(model_dir), workspace, permissions, session, max_steps=max_steps, temperature=temperature,
-                 record_preferences=record_preferences, memory=memory, notes=notes)
+                 record_preferences=record_preferences, memory=memory, notes=notes, memory_note=memory_note)

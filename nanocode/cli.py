@@ -108,8 +108,9 @@ _ALLOW = typer.Option(None, "--allow", help="Tools that run without asking, e.g.
 _YES = typer.Option(False, "--yes", help="Run every tool call without asking (Edit and Bash included).")
 _RESUME = typer.Option(False, "--resume", help="Reload a saved session: the given ID, else the most recent.")
 _CWD = typer.Option(None, "--cwd", help="The repository to work in (default: the current directory).")
-_MEMORY = typer.Option(True, "--memory/--no-memory", help="Read AGENTS.md / NANOCODE.md from the repository root "
-                       "down to the working directory into the prompt (default on).")
+_MEMORY = typer.Option(None, "--memory/--no-memory", help="Read AGENTS.md / NANOCODE.md from the repository root "
+                       "down to the working directory into the prompt (default: when the model was trained with "
+                       "project notes in its prompts).")
 _SANDBOX = typer.Option("on", "--sandbox", metavar="on|off", help="on (default): Bash runs in an OS sandbox "
                         "(writes only in the workspace and a private $TMPDIR, no network); off: with your full "
                         "access, e.g. for commands that need the network.")
@@ -120,7 +121,7 @@ def chat(session_id: Optional[str] = _SESSION_ID, model: Optional[Path] = _MODEL
          yes: bool = _YES, resume: bool = _RESUME,
          plain: bool = typer.Option(False, "--plain", help="A plain prompt-toolkit REPL instead of the "
                                     "full-screen app."),
-         cwd: Optional[Path] = _CWD, sandbox: str = _SANDBOX, memory: bool = _MEMORY):
+         cwd: Optional[Path] = _CWD, sandbox: str = _SANDBOX, memory: Optional[bool] = _MEMORY):
     """Work with the model in a repository; it asks before every tool call."""
     from agent.setup import SetupError, prepare
     from nanocode.lookup import nanocode_home
@@ -148,7 +149,7 @@ def run_command(prompt: str = typer.Option(..., "-p", "--prompt", help="The requ
                 max_steps: int = typer.Option(20, "--max-steps", help="Most tool calls in the turn."),
                 allow: Optional[str] = _ALLOW, yes: bool = _YES, model: Optional[Path] = _MODEL,
                 cwd: Optional[Path] = _CWD, resume: bool = _RESUME, session_id: Optional[str] = _SESSION_ID,
-                sandbox: str = _SANDBOX, memory: bool = _MEMORY):
+                sandbox: str = _SANDBOX, memory: Optional[bool] = _MEMORY):
     """Run one request without a UI and print the answer.
 
     Calls that need approval (no --allow/--yes for them) are rejected and reported.
@@ -170,6 +171,8 @@ def run_command(prompt: str = typer.Option(..., "-p", "--prompt", help="The requ
         fail(str(e))
     if yes:
         typer.secho(setup.permissions.summary(), err=True, dim=True)
+    if setup.memory_note:
+        typer.secho(f"nanocode: {setup.memory_note}", err=True, dim=True)
     raise typer.Exit(run_headless(agent, prompt, json_lines=json_lines))
 
 

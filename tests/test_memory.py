@@ -120,11 +120,21 @@ def test_nanocode_run_loads_it_with_a_real_model(tmp_path, tiny_tokenizer, monke
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "AGENTS.md").write_text(NOTES)
+    # by default only a model trained with notes in its prompts reads them; this one was not
+    plain = CliRunner().invoke(app, ["run", "-p", "hi", "--model", str(model_dir), "--cwd", str(ws), "--max-steps", "1"])
+    assert plain.exit_code in (0, 1) and "AGENTS.md not read: this model was not trained with project notes" in \
+        plain.stderr
     result = CliRunner().invoke(app, ["run", "-p", "hi", "--json", "--model", str(model_dir), "--cwd", str(ws),
-                                      "--max-steps", "1"])
+                                      "--max-steps", "1", "--memory"])
     assert result.exit_code in (0, 1), result.output
     assert f"nanocode: {load_memory(ws, tiny_tokenizer, 256).notice()}\n" in result.stderr
     assert json.loads(result.stdout.splitlines()[-1])["type"] == "turn_end"  # stdout stays the event lines
     off = CliRunner().invoke(app, ["run", "-p", "hi", "--model", str(model_dir), "--cwd", str(ws), "--max-steps",
                                    "1", "--no-memory"])
     assert off.exit_code in (0, 1) and "AGENTS.md" not in off.stderr
+    info = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**info, "meta": {"project_notes": True}}))
+    (model_dir / "sha256.json").unlink(missing_ok=True)  # edited by hand: no longer what was saved
+    trained = CliRunner().invoke(app, ["run", "-p", "hi", "--model", str(model_dir), "--cwd", str(ws), "--max-steps",
+                                       "1"])
+    assert trained.exit_code in (0, 1) and "nanocode: using AGENTS.md" in trained.stderr
