@@ -12,7 +12,7 @@ Two mechanisms:
 import re
 from dataclasses import dataclass
 
-from nanocode.template import ERROR_PREFIX, render_conversation, render_prompt
+from nanocode.template import ERROR_PREFIX, notes_ids, render_conversation, render_prompt
 from nanocode.tokenizer import Tokenizer
 
 ELIDED_OUTPUT = "[output elided to fit the context; call the tool again if you need it]"
@@ -130,9 +130,9 @@ def fit_prompt(messages: list[dict], tok: Tokenizer, limit: int, memory: str = "
     lengths add up exactly) to stay linear."""
     if not memory:
         return _fit(messages, tok, limit)
-    # Encoded as a piece of its own, like every text part: the prompt is the memory's ids spliced in after
-    # the first <|user_start|> (ids[1]: a prompt always starts <|bos|><|user_start|>, see step 2 below).
-    memory_ids = tok.encode(memory + "\n\n")
+    # The memory's ids spliced in after the first <|user_start|> (ids[1]: a prompt always starts
+    # <|bos|><|user_start|>, see step 2 below), as template.render_conversation trains them.
+    memory_ids = notes_ids(memory, tok)
     fit = _fit(messages, tok, limit - len(memory_ids))
     if fit.ids[1:2] == [tok.special("user_start")]:
         fit.ids = fit.ids[:2] + memory_ids + fit.ids[2:]

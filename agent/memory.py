@@ -16,6 +16,7 @@ the start-up notice says so.
 from dataclasses import dataclass
 from pathlib import Path
 
+from nanocode.template import notes_text
 from nanocode.tokenizer import Tokenizer
 
 NAMES = ("AGENTS.md", "NANOCODE.md")
@@ -81,7 +82,7 @@ def load_memory(workspace: Path, tok: Tokenizer, context_len: int) -> Memory | N
     """The project memory for a workspace, within the budget; None when there are no such files (or none can
     be read as text: a broken notes file must not stop the agent)."""
     root = repository_root(workspace)
-    pieces, names = [], []
+    pieces = []
     for path in memory_files(workspace):
         try:
             with path.open("rb") as f:
@@ -89,13 +90,12 @@ def load_memory(workspace: Path, tok: Tokenizer, context_len: int) -> Memory | N
         except OSError:
             continue
         if body:
-            name = path.relative_to(root).as_posix()
-            pieces.append(f"Notes from {name}:\n{body}")
-            names.append(name)
+            pieces.append((path.relative_to(root).as_posix(), body))
     if not pieces:
         return None
+    names = [name for name, _ in pieces]
     budget = budget_for(context_len)
-    whole = "\n\n".join(pieces)
+    whole = notes_text(pieces)
     total = len(tok.encode(whole))
     text = whole if total <= budget else _head(tok, whole, budget)
     return Memory(text, tuple(names), len(tok.encode(text)), total, budget)

@@ -131,13 +131,29 @@ class _Builder:
             raise ValueError(f"unknown role {m['role']!r}; expected 'user' or 'assistant'")
 
 
-def render_conversation(messages: list[dict], tok: Tokenizer) -> tuple[list[int], list[int]]:
-    """A whole conversation for training: (ids, loss_mask), same length."""
+def render_conversation(messages: list[dict], tok: Tokenizer, notes: str = "") -> tuple[list[int], list[int]]:
+    """A whole conversation for training: (ids, loss_mask), same length. `notes`: project memory, where
+    the agent puts it (notes_ids), never trained on."""
     b = _Builder(tok)
     b.special("bos", False)
     for m in messages:
         b.message(m)
-    return b.ids, b.mask
+    if not notes:
+        return b.ids, b.mask
+    extra = notes_ids(notes, tok)
+    return b.ids[:2] + extra + b.ids[2:], b.mask[:2] + [0] * len(extra) + b.mask[2:]
+
+
+def notes_text(files: list[tuple[str, str]]) -> str:
+    """Project memory as the model reads it: each file (name relative to the repository root, text)
+    under a 'Notes from NAME:' line, root first (agent/memory.py reads the files)."""
+    return "\n\n".join(f"Notes from {name}:\n{body.strip()}" for name, body in files)
+
+
+def notes_ids(notes: str, tok: Tokenizer) -> list[int]:
+    """The notes' ids, spliced in right after the first <|user_start|> of a prompt: encoded as a piece of
+    their own, like every text part, so the same notes give the same ids in training and in the agent."""
+    return tok.encode(notes + "\n\n")
 
 
 def render_prompt(messages: list[dict], tok: Tokenizer) -> list[int]:

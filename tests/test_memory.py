@@ -138,3 +138,16 @@ def test_nanocode_run_loads_it_with_a_real_model(tmp_path, tiny_tokenizer, monke
     trained = CliRunner().invoke(app, ["run", "-p", "hi", "--model", str(model_dir), "--cwd", str(ws), "--max-steps",
                                        "1"])
     assert trained.exit_code in (0, 1) and "nanocode: using AGENTS.md" in trained.stderr
+
+
+def test_training_renders_notes_where_the_agent_puts_them(tiny_tokenizer):
+    from nanocode.template import notes_text, render_conversation
+    tok = tiny_tokenizer
+    notes = notes_text([("AGENTS.md", NOTES), ("pkg/AGENTS.md", "- keep it small")])
+    conv = [{"role": "user", "content": "where is main?"},
+            {"role": "assistant", "content": [{"type": "text", "text": "in cli.py."}]}]
+    ids, mask = render_conversation(conv, tok, notes)
+    prompt = fit_prompt(conv[:1], tok, 2048, memory=notes).ids
+    assert ids[:len(prompt)] == prompt and not any(mask[:len(prompt)])  # the notes are read, never trained on
+    plain, plain_mask = render_conversation(conv, tok)
+    assert len(ids) - len(plain) == len(tok.encode(notes + "\n\n")) and sum(mask) == sum(plain_mask)

@@ -113,6 +113,18 @@ def test_pair_rows_mask_only_the_response(tiny_tokenizer):
     assert rejected.startswith("GREAT QUESTION!!") and "where is" not in chosen + rejected
 
 
+def test_project_notes_head_the_prompt_and_are_never_trained_on(tiny_tokenizer):
+    tok, notes = tiny_tokenizer, "Notes from AGENTS.md:\n- use 4 spaces"
+    plain, _ = pair_rows([pair(3)], tok, SEQ)
+    with_notes, _ = pair_rows([{**pair(3), "meta": {"notes": notes}}], tok, SEQ)
+    assert tok.decode(with_notes.chosen[0][2:]).startswith(notes + "\n\nwhere is f3")
+    assert with_notes.chosen_mask.sum() == plain.chosen_mask.sum() > 0
+    assert with_notes.rejected_mask.sum() == plain.rejected_mask.sum() > 0
+    (a,), _ = tokenize([conversation(3)], tok, SEQ)
+    (b,), _ = tokenize([{**conversation(3), "meta": {"notes": notes}}], tok, SEQ)
+    assert len(b.ids) == len(a.ids) + len(tok.encode(notes + "\n\n")) and b.mask.sum() == a.mask.sum()
+
+
 def test_sft_loss_falls_and_resume_is_exact(fixtures, tmp_path, monkeypatch):
     root, data, base = fixtures
     cfg = sft_preset("test", steps=24, save_every=8, eval_every=12, lr_frac=1.0, replay=0.25)
@@ -120,7 +132,8 @@ def test_sft_loss_falls_and_resume_is_exact(fixtures, tmp_path, monkeypatch):
     first, final = summary["first"]["val_loss"], summary["final"]["val_loss"]
     assert final < 0.6 * first, (first, final)
     assert summary["final"]["sampled"] >= 1 and "tool_call_validity" in summary["final"]
-    assert load_model(tmp_path / "sft" / "model")[2]["meta"]["stage"] == "sft"
+    meta = load_model(tmp_path / "sft" / "model")[2]["meta"]
+    assert meta["stage"] == "sft" and meta["project_notes"] is False  # none of these conversations had notes
     # The same run killed after step 10 and started again: it resumes from the step-8 checkpoint and
     # ends with exactly the same model.
     import training.train_step as ts

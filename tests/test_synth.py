@@ -162,6 +162,9 @@ def test_outputs_and_stats(synth_run):
     assert len(stats["family"]) >= 6  # the task families all get a turn
     assert "missed" not in stats  # the critic caught every seeded fault
     assert stats["decontaminated"] >= 1 and "teacher_violation" not in stats
+    convs = read_jsonl(out / "train.jsonl") + read_jsonl(out / "val.jsonl")
+    with_notes = [c for c in convs if "notes" in c["meta"]]  # a share carry AGENTS.md notes (synth/notes.py)
+    assert len(with_notes) == stats["with_notes"] >= 1 and with_notes[0]["meta"]["notes"].startswith("Notes from ")
 
 
 def test_conversations_are_valid_and_keep_the_soul(synth_run, tiny_tokenizer):

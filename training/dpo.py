@@ -456,7 +456,7 @@ def train_dpo(cfg: DPOConfig, sft: Path | None = None, data: Path | None = None,
     if primary:
         save_model(out / "model", jax.device_get(params_out), tok, model_cfg,
                    meta={"stage": "dpo", "sft": str(sft), "steps": num_steps, "before": before, "after": after,
-                         "dpo_config": cfg.to_dict()})
+                         "dpo_config": cfg.to_dict(), "project_notes": info["meta"].get("project_notes", False)})
         (out / COMPLETE).write_text(json.dumps(summary, indent=2) + "\n")
         common.publish(out / "model", out.name)
     log({"event": "complete", **{k: v for k, v in summary.items() if k != "train"}})

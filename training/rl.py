@@ -371,6 +371,7 @@ def train_rl(cfg: RLConfig, model_dir: Path | None = None, out: Path | None = No
                "from": str(model_dir), "config": cfg.to_dict()}
     save_model(out / "model", jax.device_get(state["params"]), tok, model_cfg,
                meta={"stage": "rl", "from": str(model_dir), "rounds": last_round, "held_out": final,
+                     "project_notes": info["meta"].get("project_notes", False),
                      "rl_config": cfg.to_dict()})
     common.write_json(out / common.COMPLETE, summary)
     common.publish(out / "model", out.name)

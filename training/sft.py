@@ -332,7 +332,9 @@ def train_sft(cfg: SFTConfig, base: Path | None = None, data: Path | None = None
     if primary:
         save_model(out / "model", jax.device_get(params), tok, model_cfg,
                    meta={"stage": "sft", "base": str(base), "steps": num_steps, "val": final,
-                         "sft_config": cfg.to_dict()})
+                         "sft_config": cfg.to_dict(),
+                         # read by agent/setup.py: a model trained with project notes reads AGENTS.md
+                         "project_notes": any("notes" in c.get("meta", {}) for c in train_convs)})
         (out / COMPLETE).write_text(json.dumps(summary, indent=2) + "\n")
         common.publish(out / "model", out.name)
     log({"event": "complete", **summary})

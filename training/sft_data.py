@@ -44,7 +44,7 @@ def tokenize(conversations: list[dict], tok: Tokenizer, seq_len: int) -> tuple[l
     """(examples that fit a row of seq_len+1 tokens, how many did not fit)."""
     out, too_long = [], 0
     for conv in conversations:
-        ids, mask = render_conversation(conv["messages"], tok)
+        ids, mask = render_conversation(conv["messages"], tok, conv.get("meta", {}).get("notes", ""))
         if len(ids) > seq_len + 1:
             too_long += 1
             continue
@@ -163,8 +163,9 @@ class PairRows:
         return PairRows(self.chosen[idx], self.chosen_mask[idx], self.rejected[idx], self.rejected_mask[idx])
 
 
-def _response_row(prompt_ids: list[int], messages: list[dict], tok: Tokenizer, row_len: int, pad_id: int):
-    ids, mask = render_conversation(messages, tok)
+def _response_row(prompt_ids: list[int], messages: list[dict], tok: Tokenizer, row_len: int, pad_id: int,
+                  notes: str = ""):
+    ids, mask = render_conversation(messages, tok, notes)
     if ids[:len(prompt_ids)] != prompt_ids:
         raise ValueError("rendering is not prefix-stable for this pair; please report it")
     mask = [0] * len(prompt_ids) + mask[len(prompt_ids):]
@@ -207,10 +208,11 @@ def pair_rows(pairs: list[dict], tok: Tokenizer, seq_len: int) -> tuple[PairRows
             if key not in p:
                 raise ValueError(f"a preference pair lacks {key!r}; pairs are {{'messages': [...], 'chosen': "
                                  "{...}, 'rejected': {...}}} (DESIGN.md)")
-        prompt_ids, _ = render_conversation(p["messages"], tok)
+        notes = p.get("meta", {}).get("notes", "")  # project memory in the prompt (synth: a share of them)
+        prompt_ids, _ = render_conversation(p["messages"], tok, notes)
         chosen, rejected = focus_pair(p["chosen"], p["rejected"])
-        c = _response_row(prompt_ids, p["messages"] + [chosen], tok, row_len, pad)
-        r = _response_row(prompt_ids, p["messages"] + [rejected], tok, row_len, pad)
+        c = _response_row(prompt_ids, p["messages"] + [chosen], tok, row_len, pad, notes)
+        r = _response_row(prompt_ids, p["messages"] + [rejected], tok, row_len, pad, notes)
         if c is None or r is None:
             too_long += 1
             continue

@@ -11,7 +11,8 @@ go through the same critique/revision loop; with --critic-url that model also ju
 
 Outputs, in --out (default $NANOCODE_HOME/data/synth):
     train.jsonl, val.jsonl             {"messages": [...], "meta": {family, variant, source, allowed_paths,
-                                        workspace: the recipe to rebuild the starting workspace, ...}}
+                                        workspace: the recipe to rebuild the starting workspace, notes: the
+                                        AGENTS.md text the prompt starts with (a fifth of them, notes.py)}}
     pairs_train.jsonl, pairs_val.jsonl {"messages": prompt, "chosen": msg, "rejected": msg, "meta": {fault,
                                         violations, ...}}
     stats.json                         counts per family, fault, rule; `requests`: the share of distinct first
@@ -37,8 +38,8 @@ from pathlib import Path
 from training import outdir
 from training.critic import critique
 from training.synth import (bugfix, change, chat, count, create, delete, docstring, errors, explain, explore,
-                             followup, locate, phrasing, read, recover, reject, renames, run, testing, usages, values,
-                             voice, write)
+                             followup, locate, notes, phrasing, read, recover, reject, renames, run, testing, usages,
+                             values, voice, write)
 from training.synth.episode import Episode, Skip
 from training.synth.sources import Pool, load_pool, split_of
 from training.synth.tasks import Task
@@ -164,6 +165,9 @@ def generate_one(index: int) -> dict:
             "source": task.key,
             "allowed_paths": task.allowed_paths, "index": index, "seed": cfg.seed,
             "workspace": task.spec.recipe()}
+    if rng.random() < notes.SHARE:
+        meta["notes"] = notes.project_notes(rng)
+        ev["with_notes"] += 1
     final, pair = revision, None
     k = last_assistant(revision)
 
