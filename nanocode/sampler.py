@@ -141,6 +141,13 @@ def _decode(graphdef, params, state: DecodeState, limit, temperature, top_p, sto
     return jax.lax.while_loop(cond, body, (state, out_BxL, jnp.zeros((), jnp.int32)))
 
 
+def _grow(cache: list, length: int) -> list:
+    """The cache with `length` slots; the old slots keep their place (keys [B, K, S, H], values [B, K, H, S])."""
+    grow = length - cache[0][0].shape[2]
+    return [(jnp.pad(k, ((0, 0), (0, 0), (0, grow), (0, 0))), jnp.pad(v, ((0, 0), (0, 0), (0, 0), (0, grow))))
+            for k, v in cache]
+
+
 @functools.cache
 def _programs() -> tuple:
     """The jitted prefill and decode, shared by all Samplers (XLA's cache is per jit object)."""
@@ -257,15 +264,18 @@ class Sampler:
             cache = None  # the prefill program allocates it
         else:
             cache, have = self._cache, self._cache[0][0].shape[2]
-            if have < cache_len:  # grow to the new bucket; the old slots keep their place
-                grow = cache_len - have
-                cache = [(jnp.pad(k, ((0, 0), (0, 0), (0, grow), (0, 0))),
-                          jnp.pad(v, ((0, 0), (0, 0), (0, 0), (0, grow)))) for k, v in cache]
+            if have < cache_len:
+                cache = _grow(cache, cache_len)
             cache_len = max(cache_len, have)
         return cache, cache_len, np.array([reuse], np.int32)
 
     def _run(self, prompts, max_new_tokens, temperature, top_k, top_p, stop, seed, chunk):
-        """Yield, per device call, one list of new ids per row (empty for rows already finished)."""
+        """Yield, per device call, one list of new ids per row (empty for rows already finished).
+        In chunks (streaming), the cache starts at the bucket of prompt + one chunk and doubles when a
+        chunk could run past it: every decode step attends over the whole cache, and on the 2-core CPU a
+        step took 6.2 / 8.0 / 11.5 / 21.0 ms at 256 / 512 / 1024 / 2048 slots (depth 8, `nanocode bench
+        sample --new-tokens 128|384|896|1900`), so an agent reply that may run to 1,024 tokens streamed at
+        ~47 tok/s in a cache sized for all of them (training/LOG.md 2026-12-04)."""
         self._check(prompts, max_new_tokens, temperature, top_k, top_p)
         B = len(prompts)
         greedy = temperature == 0.0
@@ -279,7 +289,8 @@ class Sampler:
         stop_ids[:len(stop_list)] = stop_list
         key = jax.random.key(seed)
 
-        cache, cache_len, start_B = self._prepare_cache(prompts, max_new_tokens)
+        planned = max_new_tokens if chunk is None else min(max_new_tokens, chunk)
+        cache, cache_len, start_B = self._prepare_cache(prompts, planned)
         length_B = np.array([len(p) for p in prompts], np.int32)
         T = _bucket(int((length_B - start_B).max()), _MIN_PROMPT_BUCKET, cache_len)
         ids_BxT = np.zeros((B, T), np.int32)
@@ -297,8 +308,13 @@ class Sampler:
         yield [[t] for t in last]
 
         remaining = max_new_tokens - 1
+        S = self.config.seq_len
         while remaining > 0 and not done.all():
             limit = remaining if chunk is None else min(chunk, remaining)
+            have = state.cache[0][0].shape[2]
+            need = max(len(f) for f in fed) + limit + 1  # slots this call may write, and one to spare
+            if need >= have and have < S:
+                state = state._replace(cache=_grow(state.cache, _bucket(need + 1, _MIN_CACHE_BUCKET, S)))
             self._cache = None
             state, out_BxL, n = self._decode(params=self.params, state=state, limit=jnp.int32(limit),
                                              temperature=temperature_, top_p=top_p_, stop_ids=stop_ids,

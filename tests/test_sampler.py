@@ -160,3 +160,19 @@ def test_transposed_weights_and_unrolled_loop_give_the_same_tokens(model, monkey
     assert sampler.generate(PROMPTS[1], 16) == ref
     assert list(sampler.stream(PROMPTS[1], 16)) == ref
     assert sampler.generate_batch(PROMPTS, 12) == [argmax_loop(model, p, 12) for p in PROMPTS]
+
+
+def test_a_stream_grows_its_cache_and_gives_the_same_tokens():
+    """Streaming starts with a cache of the prompt plus one chunk (a small cache makes each step cheaper)
+    and doubles it when a chunk could run past it: the tokens stay those of full forwards."""
+    model = random_model(ModelConfig(depth=1, vocab_size=300, seq_len=640, head_dim=32), seed=3)
+    sampler = Sampler(model, chunk=8)
+    prompt = [int(t) for t in np.random.default_rng(1).integers(0, 300, 230)]
+    ref = argmax_loop(model, prompt, 40)
+    assert list(sampler.stream(prompt, 40)) == ref
+    assert sampler._cache[0][0].shape[2] == 512  # 230 + 8 fit 256 slots; by token ~20 it had to grow
+    sampler.reset()
+    assert sampler.generate(prompt, 40) == ref  # one call: the cache sized for all 40 from the start
+    near_end = [int(t) for t in np.random.default_rng(2).integers(0, 300, 630)]
+    sampler.reset()
+    assert list(sampler.stream(near_end, 40)) == argmax_loop(model, near_end, 10)  # stops at the context end
