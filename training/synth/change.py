@@ -1,10 +1,11 @@
 """Targeted changes: Grep -> Read -> Edit. Rename a function or class, change a constant, change a
 parameter's default, add a parameter. Each edit is exactly what was asked (SOUL.md: no extras)."""
+import ast
 import random
 import re
 
 from training.synth import voice
-from training.synth.episode import Episode
+from training.synth.episode import Episode, Skip
 from training.synth.tasks import (Task, ask, code, expect_hit, grep_unique_definition, pick_file, pick_function,
                                   project, read_lines)
 
@@ -18,7 +19,7 @@ SYNONYMS = {"get": "fetch", "fetch": "get", "make": "build", "build": "make", "c
 
 
 def make(files, rng: random.Random) -> Task | None:
-    return rng.choice([make_rename, make_constant, make_default, make_add_param])(files, rng)
+    return rng.choice([make_rename, make_constant, make_default, make_field, make_add_param])(files, rng)
 
 
 # -- rename ----------------------------------------------------------------------------------------
@@ -203,6 +204,68 @@ def make_default(files, rng: random.Random) -> Task | None:
         ep.say(ep.rng.choice([f"{ep.rng.choice(voice.DONE)}: {code(p)} now defaults to {new} in {code(fn.name)}.",
                               f"changed the default of {code(p)} from {old} to {new}.",
                               f"{code(fn.name)} uses {code(p + '=' + new)} by default now."]))
+        ep.end()
+
+    return Task(NAME, spec, script, f.key, allowed_paths=[rel], tags=tags)
+
+
+# -- change a class attribute's default (a dataclass field, a class constant) -----------------------
+# "change the default retries to 5" (a dataclass field) made the model shipped on 2026-12-04 grep for
+# `def retries`: a default that is not a parameter was never in its data.
+
+def field_site(f):
+    """(class, attribute, line number, value) of each one-line numeric class attribute of a file."""
+    try:
+        tree = ast.parse(f.text)
+    except (SyntaxError, ValueError, RecursionError):
+        return []
+    sites = []
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for sub in node.body:
+            target = sub.target if isinstance(sub, ast.AnnAssign) else (
+                sub.targets[0] if isinstance(sub, ast.Assign) and len(sub.targets) == 1 else None)
+            value = getattr(sub, "value", None)
+            if isinstance(target, ast.Name) and isinstance(value, ast.Constant) and sub.lineno == sub.end_lineno \
+                    and isinstance(value.value, (int, float)) and not isinstance(value.value, bool):
+                sites.append((node.name, target.id, sub.lineno, value.value))
+    return sites
+
+
+def make_field(files, rng: random.Random) -> Task | None:
+    f = pick_file(files, rng, lambda f: bool(f.info.classes))
+    sites = field_site(f) if f else []
+    if not sites:
+        return None
+    cls, attr, lineno, value = rng.choice(sites)
+    line = f.info.line(lineno)
+    m = re.match(rf"^\s+{attr}\s*(:\s*[^=]+?)?=\s*(\S+?)\s*(#.*)?$", line)
+    if m is None or m.group(2) != repr(value) or f.text.count(line) != 1:
+        return None
+    new = new_number(value, rng)
+    edited = line[:m.start(2)] + repr(new) + line[m.end(2):]
+    spec, rel = project(f, files, rng), f.rel
+    tags = {"variant": "field"}
+    request = ask("default", rng, tags, p=attr, name=cls, kind="class", old=repr(value), value=repr(new))
+
+    def script(ep: Episode) -> None:
+        ep.user(request)
+        ep.say(ep.pick(["where is `{a}` set? grepping", "let me find the `{a}` attribute", "searching for `{a} =`"],
+                       a=attr))
+        res = ep.call("Grep", pattern=rf"^\s+{attr}\s*[:=]")
+        hits = [(p, int(n)) for p, n in re.findall(r"^(.+?):(\d+):", res.output, re.M)]
+        expect_hit(hits, rel, lineno)
+        if len(hits) != 1:
+            raise Skip("the attribute is set in several places")
+        if ep.rng.random() < 0.4:
+            read_lines(ep, rel, max(1, lineno - 2), 5)
+        ep.say(ep.pick(voice.EDIT_NOTES, path=rel))
+        ep.call("Edit", path=rel, old_string=line, new_string=edited)
+        ep.say(ep.rng.choice([f"{ep.rng.choice(voice.DONE)}: {code(cls + '.' + attr)} defaults to {new!r} now "
+                              f"(was {value!r}).",
+                              f"changed {code(attr)} in {code(cls)} from {value!r} to {new!r}, line {lineno} of `{rel}`.",
+                              f"{code(attr)} = {new!r} now in {code(cls)}."]))
         ep.end()
 
     return Task(NAME, spec, script, f.key, allowed_paths=[rel], tags=tags)
