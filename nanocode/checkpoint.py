@@ -25,6 +25,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
@@ -63,7 +64,9 @@ def save_model(directory, model_or_params, tokenizer: Tokenizer, config: ModelCo
     _check_shapes(_expected_shapes(config), {k: s for k, (s, _) in _flat_shapes(params).items()},
                   "the parameters given to save_model")
     dtype = jnp.dtype(dtype) if dtype is not None else jnp.dtype(jnp.float32)
-    params = jax.tree.map(lambda p: jnp.asarray(p).astype(dtype), params)
+    # In a multi-process job orbax refuses process-local jax.Arrays; host numpy arrays it writes as they are.
+    as_array = np.asarray if jax.process_count() > 1 else jnp.asarray
+    params = jax.tree.map(lambda p: as_array(p).astype(dtype), params)
 
     if directory.is_dir() and any(directory.iterdir()) and not (directory / CONFIG).is_file():
         raise CheckpointError(f"{directory} exists and is not a nanocode model directory (no {CONFIG}); saving "
@@ -76,7 +79,12 @@ def save_model(directory, model_or_params, tokenizer: Tokenizer, config: ModelCo
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "meta": meta or {}}
         (tmp / CONFIG).write_text(json.dumps(info, indent=2) + "\n")
         tokenizer.save(tmp / TOKENIZER)
-        checkpointer = ocp.StandardCheckpointer()
+        # One process writes a model (the others hold the same gathered host arrays): orbax must not wait for
+        # the others at its barriers, or the writer hangs until the job's shutdown barrier times out (a
+        # two-process `train base` ended that way with no model; issue 19).
+        me = jax.process_index()
+        checkpointer = ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+            primary_host=me, active_processes={me}))
         checkpointer.save(tmp / PARAMS, params)
         checkpointer.wait_until_finished()
         checkpointer.close()
