@@ -79,12 +79,7 @@ def save_model(directory, model_or_params, tokenizer: Tokenizer, config: ModelCo
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "meta": meta or {}}
         (tmp / CONFIG).write_text(json.dumps(info, indent=2) + "\n")
         tokenizer.save(tmp / TOKENIZER)
-        # One process writes a model (the others hold the same gathered host arrays): orbax must not wait for
-        # the others at its barriers, or the writer hangs until the job's shutdown barrier times out (a
-        # two-process `train base` ended that way with no model; issue 19).
-        me = jax.process_index()
-        checkpointer = ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
-            primary_host=me, active_processes={me}))
+        checkpointer = _one_process_checkpointer()
         checkpointer.save(tmp / PARAMS, params)
         checkpointer.wait_until_finished()
         checkpointer.close()
@@ -100,6 +95,15 @@ def save_model(directory, model_or_params, tokenizer: Tokenizer, config: ModelCo
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def _one_process_checkpointer():
+    """A model directory is written by one process and read by each for itself: orbax must not wait for the
+    job's other processes at its barriers, or a two-process `train base` hangs while process 0 saves and
+    the job dies at its shutdown barrier with no model (issue 19)."""
+    me = jax.process_index()
+    return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+        primary_host=me, active_processes={me}))
 
 
 # --- load ----------------------------------------------------------------------------------------
@@ -156,7 +160,7 @@ def load_model(directory, *, dtype=None) -> tuple[GPT, Tokenizer, dict]:
     graphdef, abstract_state = nnx.split(abstract)
     expected = nnx.to_pure_dict(abstract_state)
     quiet_orbax_leftovers()
-    checkpointer = ocp.StandardCheckpointer()
+    checkpointer = _one_process_checkpointer()  # every process of a job loads the whole model for itself
     try:
         try:
             metadata = checkpointer.metadata(params_dir)
@@ -170,7 +174,7 @@ def load_model(directory, *, dtype=None) -> tuple[GPT, Tokenizer, dict]:
         _check_shapes({k: s for k, (s, _) in _flat_shapes(expected).items()},
                       {k: s for k, (s, _) in stored.items()}, str(params_dir),
                       hint=f"{directory / CONFIG} does not describe these parameters")
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = jax.tree_util.tree_map_with_path(
             lambda path, x: jax.ShapeDtypeStruct(x.shape, stored[_key(path)][1], sharding=device), expected)
         try:

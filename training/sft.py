@@ -215,9 +215,12 @@ def train_sft(cfg: SFTConfig, base: Path | None = None, data: Path | None = None
         except (FileNotFoundError, ValueError) as e:
             raise StageError(f"replay rows need the pretraining token shards ({e}); pass --tokens DIR, or --replay 0 "
                            "to fine-tune on conversations only") from e
-    batches = ConversationBatches(train_ex, seq_len, local_rows, tok.special("bos"), seed=cfg.seed,
-                                  process_index=jax.process_index(), process_count=jax.process_count(),
-                                  replay=replay, replay_rows=replay_rows)
+    try:
+        batches = ConversationBatches(train_ex, seq_len, local_rows, tok.special("bos"), seed=cfg.seed,
+                                      process_index=jax.process_index(), process_count=jax.process_count(),
+                                      replay=replay, replay_rows=replay_rows)
+    except ValueError as e:  # no conversation fits, or too many replay rows: say it, no traceback
+        raise StageError(str(e)) from e
     num_steps = cfg.steps or max(1, math.ceil(cfg.epochs * batches.steps_per_epoch()))
 
     # --- state: the base parameters + a fresh optimiser, or the newest checkpoint ---------------------
