@@ -43,3 +43,30 @@ def test_two_processes_train_like_one_and_write_the_model_once(data, tmp_path): 
     assert info["meta"]["stage"] == "base" and info["meta"]["steps"] == 6
     assert json.loads((tmp_path / "two" / "complete.json").read_text())["step"] == 6
     assert not list((tmp_path / "two").glob(".model.tmp-*"))  # process 1 wrote no model of its own
+
+
+def test_two_processes_killed_after_a_checkpoint_resume_with_the_same_losses(data, tmp_path):  # noqa: F811
+    import signal
+    import time
+
+    def start(out, port, home):
+        return [_pretrain(out, data, 2, ["--steps", "12", "--coordinator", f"127.0.0.1:{port}", "--num-processes",
+                                         "2", "--process-id", str(i)], home / str(i)) for i in range(2)]
+    whole = start(tmp_path / "whole", _free_port(), tmp_path / "hw")
+    killed = start(tmp_path / "killed", _free_port(), tmp_path / "hk")
+    sealed = tmp_path / "killed" / "ckpt" / "3" / "sha256.json"  # written once the step-3 save is complete
+    deadline = time.monotonic() + 180
+    while not sealed.exists() and time.monotonic() < deadline and all(p.poll() is None for p in killed):
+        time.sleep(0.05)
+    for p in killed:
+        p.send_signal(signal.SIGKILL)
+        p.communicate()
+    assert sealed.exists(), "the run ended or stalled before its step-3 checkpoint"
+    resumed = start(tmp_path / "killed", _free_port(), tmp_path / "hk")
+    outs = [p.communicate(timeout=240)[0] for p in (*whole, *resumed)]
+    assert [p.returncode for p in (*whole, *resumed)] == [0] * 4, "\n\n".join(o[-3000:] for o in outs)
+    log = tmp_path / "killed" / "log.jsonl"
+    assert any(json.loads(line).get("event") == "resume" for line in log.read_text().splitlines())
+    after = step_losses(log, after_event="resume")
+    reference = step_losses(tmp_path / "whole" / "log.jsonl")
+    assert after and all(abs(after[s] - reference[s]) < 1e-6 for s in after), (after, reference)
