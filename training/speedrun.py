@@ -1,7 +1,7 @@
 """`nanocode train speedrun`: every stage, from code on disk to a model `nanocode chat` loads, in one command.
 
     nanocode train speedrun --preset cpu             # this laptop, about half an hour
-    nanocode train speedrun --preset gpu --out RUN   # one GPU, about 15 minutes on an H200
+    nanocode train speedrun --preset gpu --out RUN   # one GPU, about 20 minutes on an H200
     nanocode train speedrun --preset test            # seconds: the test suite's end-to-end run
 
 Stages, each in its own folder of the run directory (RUN, default $NANOCODE_HOME/runs/speedrun-<preset>):
@@ -46,7 +46,7 @@ from training.pipeline import BUDGETS, PIPELINE, STAGES, Run, link_final_model
 def flags() -> common.Flags:
     p = common.Flags(prog="nanocode train speedrun", description="Every stage in one go: corpus, "
                                 "tokenizer, shards, base, synth, SFT, DPO, RL, eval, report (each skipped when done).")
-    p.add_argument("--preset", default="cpu", help="test (seconds), cpu (this laptop, ~30 min), gpu (one GPU, ~15 "
+    p.add_argument("--preset", default="cpu", help="test (seconds), cpu (this laptop, ~30 min), gpu (one GPU, ~20 "
                    "min on an H200). Default: cpu.")
     p.add_argument("--out", type=Path, help="Run directory (default: $NANOCODE_HOME/runs/speedrun-<preset>); rerun "
                    "the same command on it to continue after a kill.")
