@@ -311,3 +311,14 @@ def test_generator_and_critic_endpoints(tmp_path):
                          for p in pairs)
     for conv in read_jsonl(tmp_path / "out" / "train.jsonl"):
         assert critique(conv) == [] and "great question" not in json.dumps(conv)
+
+
+def test_probing_a_function_of_many_parameters_samples_its_arguments():
+    """11 candidate values for each of 9 parameters is 2.4 billion combinations: they are sampled, not
+    listed (listing them took 24 GB and the OOM killer in a cpu speedrun)."""
+    import random
+    from training.synth.probe import MAX_CALLS, probe
+    params = [f"p{i}" for i in range(9)]
+    source = f"def wide({', '.join(params)}):\n    return repr(p0)[:5]\n"
+    probes, _ = probe(source, "wide", params, random.Random(0), with_mutants=False)
+    assert 1 <= len(probes) <= MAX_CALLS

@@ -8,6 +8,7 @@ throwaway directory), because a corpus function is still code we did not write.
 import ast
 import itertools
 import json
+import math
 import random
 import re
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ HINTS = [
                 r"parts|args|pairs|list|sequence|collection)\d*$|(_list|s)$"), LISTS),
 ]
 MAX_CALLS = 48
+MAX_COMBOS = 4096  # argument combinations enumerated whole; past that, sampled
 MAX_REPR = 60
 
 
@@ -182,9 +184,12 @@ def probe(source: str, name: str, params: list[str], rng: random.Random,
     """Probes of `name` (defined in `source`, a self-contained function) with distinct results, and the
     mutants that change at least one of them. Empty lists when nothing usable came out."""
     pools = [candidates(p) for p in params]
-    combos = list(itertools.product(*pools)) if params else [()]
-    rng.shuffle(combos)
-    calls = [", ".join(repr(v) for v in c) for c in combos[:MAX_CALLS]]
+    if math.prod(len(p) for p in pools) <= MAX_COMBOS:
+        combos = list(itertools.product(*pools)) if params else [()]
+        rng.shuffle(combos)
+    else:  # a function of many parameters: the whole product once took 24 GB and the OOM killer
+        combos = [[rng.choice(p) for p in pools] for _ in range(4 * MAX_CALLS)]
+    calls = list(dict.fromkeys(", ".join(repr(v) for v in c) for c in combos))[:MAX_CALLS]
     muts = mutations(source) if with_mutants else []
     mutant_sources = []
     for line, _, new, _ in muts:
