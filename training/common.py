@@ -93,26 +93,24 @@ def size(text: str) -> int:
     return n
 
 
+def _number(text: str, cast, ok, kind: str, rule: str):
+    try:
+        x = cast(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a {kind}") from None
+    if not ok(x):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be {rule}")
+    return x
+
+
 def count(text: str) -> int:
     """An integer >= 0 (argparse's type for counts such as --workers, where 0 means 'the default')."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
-    return n
+    return _number(text, int, lambda n: n >= 0, "whole number", "0 or more")
 
 
 def positive(text: str) -> float:
     """A number > 0 (argparse's type for amounts such as --max-mb)."""
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not x > 0 or x == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number")
-    return x
+    return _number(text, float, lambda x: 0 < x < float("inf"), "number", "a positive number")
 
 
 # --- a run directory ------------------------------------------------------------------------------------
