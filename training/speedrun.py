@@ -230,15 +230,10 @@ def speedrun(preset: str = "cpu", out: Path | None = None, console=None) -> dict
                     traceback.print_exc(file=f)
                 failure = (stage.name, e)
                 break
-            s.state, s.seconds = "done", time.time() - s.started
+            s.seconds = time.time() - s.started
             # CPU seconds (this process and its finished workers) too: on a shared machine the wall time says
             # more about the neighbours than about the stage.
-            timings[stage.name] = {"seconds": round(s.seconds, 1), "cpu_seconds": round(_cpu_seconds() - cpu_start, 1),
-                                   "metrics": s.metrics}
-            write_json(run.dir / "timings.json", timings)
-            if not live:
-                console.print(f"{stage.name}: done in {s.seconds:.1f} s " +
-                              ", ".join(f"{k} {_fmt(v)}" for k, v in s.metrics.items() if v is not None))
+            _done(run, stage.name, s, timings, console, live, cpu_seconds=_cpu_seconds() - cpu_start)
         if beside is not None and failure is None:  # the pipeline ended with it still running
             failure, beside = _join(beside, run, status, timings, console, live), None
     finally:
@@ -283,13 +278,21 @@ def _join(beside, run: Run, status: dict, timings: dict, console, live) -> tuple
     if code != 0 or not stage.done(run):
         s.state, s.error = "failed", f"its subprocess exited with code {code}"
         return stage.name, StageError(s.error)
-    s.state, s.metrics = "done", stage.metrics(run) if stage.metrics else {}
-    timings[stage.name] = {"seconds": round(s.seconds, 1), "metrics": s.metrics}
+    s.metrics = stage.metrics(run) if stage.metrics else {}
+    _done(run, stage.name, s, timings, console, live)
+    return None
+
+
+def _done(run: Run, name: str, s: Status, timings: dict, console, live, cpu_seconds: float | None = None) -> None:
+    """A finished stage: its state, its line in timings.json, and (without the live view) a line of output."""
+    s.state = "done"
+    timings[name] = {"seconds": round(s.seconds, 1), "metrics": s.metrics}
+    if cpu_seconds is not None:
+        timings[name]["cpu_seconds"] = round(cpu_seconds, 1)
     write_json(run.dir / "timings.json", timings)
     if not live:
-        console.print(f"{stage.name}: done in {s.seconds:.1f} s " +
+        console.print(f"{name}: done in {s.seconds:.1f} s " +
                       ", ".join(f"{k} {_fmt(v)}" for k, v in s.metrics.items() if v is not None))
-    return None
 
 
 def _cpu_seconds() -> float:
