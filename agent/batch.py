@@ -46,6 +46,7 @@ class Batcher:
         self.batches = 0        # generate_batch calls so far
         self.rows_decoded = 0   # requests served
         self.tokens = 0         # new tokens generated
+        self.decode_s = 0.0     # seconds inside generate_batch (compilation included)
         self._thread = threading.Thread(target=self._serve, name="nanocode-batcher", daemon=True)
         self._thread.start()
 
@@ -116,13 +117,19 @@ class Batcher:
                 # One budget for the batch: the largest a row asked for; each row is cut to its own after.
                 budget = max(r.max_new_tokens for r in batch)
                 # Rows padded to a power of two (copies of the first prompt, dropped after): the sampler's
-                # programs are compiled per batch size, and a rollout's batch shrinks as rows finish.
+                # programs are compiled per batch size, and a rollout's batch shrinks as rows finish. With
+                # fixed batch shapes (GPU) to at least 8 rows, which cost the GPU next to nothing.
                 prompts = [r.prompt for r in batch]
-                prompts += [prompts[0]] * ((1 << (len(prompts) - 1).bit_length()) - len(prompts))
+                size = 1 << (len(prompts) - 1).bit_length()
+                if getattr(self.sampler, "fixed_batch_shapes", False):
+                    size = max(size, 8)
+                prompts += [prompts[0]] * (size - len(prompts))
+                t0 = time.perf_counter()
                 outs = self.sampler.generate_batch(prompts, budget,
                                                    temperature=batch[0].temperature, top_k=self.top_k,
                                                    top_p=self.top_p, stop=batch[0].stop,
                                                    seed=self.seed + self.batches)
+                self.decode_s += time.perf_counter() - t0
                 self.batches += 1
                 for r, out in zip(batch, outs):
                     r.result = _cut(out, r.max_new_tokens, set(r.stop))

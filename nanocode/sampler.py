@@ -30,6 +30,7 @@ PAD = -1            # what a finished row emits in the output buffer
 _NO_STOP = -2       # fills the stop-id array to a fixed size (never equals a token id)
 _MIN_PROMPT_BUCKET = 16
 _MIN_CACHE_BUCKET = 256
+_MIN_BATCH_PROMPT_BUCKET = 256  # with fixed batch shapes (below)
 
 
 class PromptTooLongError(ValueError):
@@ -162,8 +163,16 @@ class Sampler:
     """Generate from a GPT with a KV cache. The parameters are snapshotted (cast to the compute dtype) at
     construction: build a new Sampler after the weights change."""
 
-    def __init__(self, model: GPT, *, chunk: int = 16, unroll: int = 1):
+    def __init__(self, model: GPT, *, chunk: int = 16, unroll: int = 1, fixed_batch_shapes: bool | None = None):
         runtime.setup_jax()
+        # Batched calls (RL rollouts, evals) on GPU: every cache is the whole context and prompts pad to at
+        # least 256 tokens, so a run compiles one decode program per batch size and four prefills, not one of
+        # each per (batch, prompt bucket, cache bucket). A depth-8 round of 256 rollouts on an H200 took 106.6 s
+        # for 7 batches, while the GPU's work was a few seconds of it (training/LOG.md 2026-12-06). On CPU a
+        # step's cost grows with the cache (6.2 -> 21.0 ms from 256 to 2048 slots), so there shapes follow
+        # the call.
+        self.fixed_batch_shapes = (decode_layout.use_transposed() if fixed_batch_shapes is None
+                                   else fixed_batch_shapes)
         self.config = model.config
         self.dtype = model.dtype
         # The inference copy of the weights, cast once to the compute dtype (on GPU each decode step then
@@ -249,7 +258,7 @@ class Sampler:
         S, B = self.config.seq_len, len(prompts)
         cache_len = self.cache_len(max(len(p) for p in prompts), max_new_tokens)
         if B != 1:
-            return None, cache_len, np.zeros(B, np.int32)
+            return None, S if self.fixed_batch_shapes else cache_len, np.zeros(B, np.int32)
         prompt = list(prompts[0])
         reuse = 0
         if self._cache is not None:
@@ -292,7 +301,9 @@ class Sampler:
         planned = max_new_tokens if chunk is None else min(max_new_tokens, chunk)
         cache, cache_len, start_B = self._prepare_cache(prompts, planned)
         length_B = np.array([len(p) for p in prompts], np.int32)
-        T = _bucket(int((length_B - start_B).max()), _MIN_PROMPT_BUCKET, cache_len)
+        fixed = self.fixed_batch_shapes and B != 1
+        T = _bucket(int((length_B - start_B).max()), _MIN_BATCH_PROMPT_BUCKET if fixed else _MIN_PROMPT_BUCKET,
+                    cache_len)
         ids_BxT = np.zeros((B, T), np.int32)
         for b, p in enumerate(prompts):
             suffix = np.asarray(p[start_B[b]:], np.int32)

@@ -53,6 +53,21 @@ def test_batch_of_different_lengths_equals_one_by_one(sampler):
     assert sampler.generate_batch(PROMPTS, 12) == singles
 
 
+def test_fixed_batch_shapes_give_the_same_tokens_from_fewer_programs(model, sampler):
+    """The GPU's batch policy (one cache length, prompts padded to >= 256), forced on CPU: same greedy ids,
+    and batches of other prompt lengths and budgets reuse one decode program."""
+    from nanocode.sampler import _programs
+    fixed = Sampler(model, fixed_batch_shapes=True)
+    sampler.reset()
+    singles = [sampler.generate(p, 12) for p in PROMPTS]
+    assert fixed.generate_batch(PROMPTS, 12) == singles
+    decode = _programs()[1]
+    before = decode._cache_size()
+    assert fixed.generate_batch([PROMPTS[0], PROMPTS[1], PROMPTS[0]], 30)[1] == argmax_loop(model, PROMPTS[1], 30)
+    assert fixed.generate_batch([list(range(3, 80)), PROMPTS[2], [9]], 5)[0] == argmax_loop(model, range(3, 80), 5)
+    assert decode._cache_size() == before
+
+
 def test_stop_tokens_stop_and_are_included(model, sampler):
     prompt = PROMPTS[1]
     ref = argmax_loop(model, prompt, 16)

@@ -353,7 +353,8 @@ def train_rl(cfg: RLConfig, model_dir: Path | None = None, out: Path | None = No
                  "round_s": round(elapsed, 2)})
             console.print(f"round {done:>3}/{cfg.rounds} | success {stats['success_rate']:.3f} | reward "
                           f"{stats['mean_reward']:+.3f} | {speed['tokens_per_s']:.0f} tok/s | "
-                          f"{speed['rollouts_per_min']:.0f} rollouts/min | ETA {eta / 60:.1f} min")
+                          f"{speed['rollouts_per_min']:.0f} rollouts/min ({speed['decode_s']:.0f} of {speed['seconds']:.0f} s "
+                          f"decoding) | ETA {eta / 60:.1f} min")
             if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.rounds:
                 evaluate(done)
             ckpt.save(done, state, {"step": done, **run_meta})

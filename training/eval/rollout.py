@@ -121,7 +121,8 @@ def run_rollouts(tasks: list[AgentTask], sampler, tok: Tokenizer, *, samples: in
             return result
         with ThreadPoolExecutor(max(1, len(jobs) if lockstep else min(rows, len(jobs)))) as pool:
             out = list(pool.map(work, range(len(jobs))))
-        batches, tokens = batcher.batches, batcher.tokens
+        batches, tokens, decode_s = batcher.batches, batcher.tokens, batcher.decode_s
     seconds = max(time.perf_counter() - started, 1e-9)
     return out, {"rollouts": len(out), "seconds": round(seconds, 2), "rollouts_per_min": round(60 * len(out) / seconds, 1),
-                 "tokens_per_s": round(tokens / seconds, 1), "batches": batches}
+                 "tokens_per_s": round(tokens / seconds, 1), "batches": batches,
+                 "decode_s": round(decode_s, 2)}
